@@ -1,0 +1,71 @@
+"""Schema migrations with yoyo, plus the procedures that are re-installed on every migrate.
+
+Migrations (tables, constraints, roles) are numbered files in ``sql/migrations``; the procedures in
+``sql/procedures`` are ``CREATE OR REPLACE`` and re-applied by yoyo's post-apply hook. yoyo runs that
+hook only when a migration was pending, so :func:`migrate` runs it itself, every time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from yoyo import get_backend, read_migrations
+
+from pyapp.settings import yoyo_url
+
+
+def sql_dir() -> Path:
+    """The ``sql`` folder: ``$PGWALLET_SQL_DIR`` or the one next to this package (editable install)."""
+    override = os.environ.get("PGWALLET_SQL_DIR")
+    return Path(override) if override else Path(__file__).resolve().parent.parent / "sql"
+
+
+def migrations_dir() -> Path:
+    return sql_dir() / "migrations"
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    id: str
+    applied: bool
+
+
+@contextmanager
+def _backend(database_url: str) -> Iterator[tuple[Any, Any]]:
+    backend = get_backend(yoyo_url(database_url))
+    try:
+        migrations = read_migrations(str(migrations_dir()))
+        with backend.lock():
+            yield backend, migrations
+    finally:
+        backend.connection.close()
+
+
+def migrate(database_url: str) -> list[str]:
+    """Apply pending migrations, then re-install the procedures; return the ids applied."""
+    with _backend(database_url) as (backend, migrations):
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations_only(pending)
+        backend.run_post_apply(migrations)
+        return [m.id for m in pending]
+
+
+def rollback(database_url: str, *, all_migrations: bool = False) -> list[str]:
+    """Roll back the latest applied migration (or all of them); return the ids rolled back."""
+    with _backend(database_url) as (backend, migrations):
+        applied = backend.to_rollback(migrations)
+        chosen = list(applied) if all_migrations else list(applied)[:1]
+        backend.rollback_migrations(migrations.__class__(chosen))
+        return [m.id for m in chosen]
+
+
+def status(database_url: str) -> list[MigrationState]:
+    """Every migration, in order, and whether it is applied."""
+    with _backend(database_url) as (backend, migrations):
+        pending = {m.id for m in backend.to_apply(migrations)}
+        return [MigrationState(m.id, m.id not in pending) for m in migrations]

@@ -1,0 +1,728 @@
+-- Ledger core: accounts, balanced transfers, two-phase holds, reads and invariants.
+-- The only code that changes a balance is post_legs (transfers) and the hold functions (held).
+-- Lock order, everywhere: domain rows, then holds, then ordinary accounts by ascending id, then
+-- collector slots by ascending account id. Collector slots are taken with SKIP LOCKED, so a payer into
+-- a shared revenue or fee account never waits for another payer.
+
+-- open_account: opens an account. A collector account (default for revenue, fees and clearing) keeps
+-- its balance in slots. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.open_account(
+    p_currency       text,
+    p_kind           text,
+    p_name           text default null,
+    p_allow_negative boolean default null,
+    p_collector      boolean default null,
+    p_metadata       jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_collector boolean := coalesce(p_collector, p_kind in ('revenue', 'fees', 'clearing'));
+    v_slots     smallint := case when v_collector
+                                 then coalesce(pgwallet.setting('collector_slots'), '32')::smallint
+                                 else 0 end;
+    v_id        bigint;
+begin
+    perform pgwallet.check_request(exists (select 1 from pgwallet.currencies where code = p_currency),
+                                   'currency', 'must be a known currency code');
+    perform pgwallet.check_request(p_kind in ('card', 'user_wallet', 'performer', 'merchant', 'revenue', 'fees',
+                                              'clearing', 'cash_drawer', 'escrow', 'pool', 'system'),
+                                   'kind', 'must be a known account kind');
+    perform pgwallet.check_request(p_name is null or length(p_name) between 1 and 200, 'name',
+                                   'must be 1 to 200 characters');
+    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    insert into pgwallet.accounts (currency, kind, name, allow_negative, collector, slot_count, metadata)
+    values (p_currency, p_kind, p_name, coalesce(p_allow_negative, p_kind in ('clearing', 'system')),
+            v_collector, v_slots, p_metadata)
+    returning id into v_id;
+    if v_collector then
+        insert into pgwallet.account_slots (account_id, slot)
+        select v_id, s from generate_series(0, v_slots - 1) s;
+    end if;
+    return (select to_jsonb(b) from pgwallet.account_balances b where b.id = v_id);
+end
+$$;
+
+-- set_account_status: freezes, unfreezes or closes an account (closed is final and needs a zero
+-- balance and no open hold). Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND,
+-- INVALID_STATE_TRANSITION.
+create or replace function pgwallet.set_account_status(p_account_id bigint, p_status text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_status text;
+begin
+    perform pgwallet.check_request(p_status in ('active', 'frozen', 'closed'), 'status',
+                                   'must be active, frozen or closed');
+    select status into v_status from pgwallet.accounts where id = p_account_id for update;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+    if v_status = 'closed' and p_status <> 'closed' then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION', 'a closed account stays closed', 'status');
+    end if;
+    if p_status = 'closed' and exists (select 1 from pgwallet.account_balances
+                                       where id = p_account_id and (balance <> 0 or held <> 0)) then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+                                     'an account is closed only with a zero balance and no open hold', 'status');
+    end if;
+    update pgwallet.accounts set status = p_status, updated_at = now() where id = p_account_id;
+    return (select to_jsonb(b) from pgwallet.account_balances b where b.id = p_account_id);
+end
+$$;
+
+-- claim_slot: one balance slot of collector p_account_id, locked for this transaction. It tries a
+-- random slot, then any unlocked one, and waits only when every slot is busy.
+-- Locks: one account_slots row. Raises: nothing.
+create or replace function pgwallet.claim_slot(p_account_id bigint, p_slot_count smallint,
+                                               out slot smallint, out balance bigint, out version bigint)
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_try smallint := floor(random() * p_slot_count)::smallint;
+begin
+    select s.slot, s.balance, s.version into slot, balance, version
+    from pgwallet.account_slots s
+    where s.account_id = p_account_id and s.slot = v_try
+    for update skip locked;
+    if found then
+        return;
+    end if;
+    select s.slot, s.balance, s.version into slot, balance, version
+    from pgwallet.account_slots s
+    where s.account_id = p_account_id
+    order by s.slot
+    limit 1
+    for update skip locked;
+    if found then
+        return;
+    end if;
+    select s.slot, s.balance, s.version into slot, balance, version
+    from pgwallet.account_slots s
+    where s.account_id = p_account_id and s.slot = v_try
+    for update;
+end
+$$;
+
+-- post_legs: posts the legs (p_debits[i] -> p_credits[i], p_amounts[i]) of one operation, atomically,
+-- with an entry per side that keeps previous/new balance and version. With p_hold_id, leg 1 settles
+-- that hold and p_held_release leaves the debit account's held amount. A procedure posts all its legs
+-- in one call. Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per collector.
+-- Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH,
+-- INSUFFICIENT_FUNDS.
+create or replace function pgwallet.post_legs(
+    p_operation_id bigint,
+    p_kind         text,
+    p_debits       bigint[],
+    p_credits      bigint[],
+    p_amounts      bigint[],
+    p_metadata     jsonb default '{}',
+    p_hold_id      bigint default null,
+    p_held_release bigint default 0)
+returns bigint[]
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    n          integer := coalesce(array_length(p_amounts, 1), 0);
+    -- one cell per account: an ordinary account row or one slot of a collector
+    c_id       bigint[] := '{}';
+    c_currency text[] := '{}';
+    c_status   text[] := '{}';
+    c_negative boolean[] := '{}';
+    c_slot     smallint[] := '{}';
+    c_balance  bigint[] := '{}';
+    c_total    bigint[] := '{}';      -- whole account balance before (null when no check needs it)
+    c_held     bigint[] := '{}';
+    c_version  bigint[] := '{}';
+    c_net      bigint[] := '{}';
+    c_release  bigint[] := '{}';
+    -- entries
+    e_transfer bigint[] := '{}';
+    e_account  bigint[] := '{}';
+    e_slot     smallint[] := '{}';
+    e_amount   bigint[] := '{}';
+    e_previous bigint[] := '{}';
+    e_new      bigint[] := '{}';
+    e_version  bigint[] := '{}';
+    t_id       bigint[];
+    t_currency text[] := '{}';
+    a          record;
+    v_slot     record;
+    d          integer;
+    c          integer;
+    k          integer;
+    v_field    text;
+begin
+    perform pgwallet.check_request(n between 1 and 1000 and array_length(p_debits, 1) = n
+                                   and array_length(p_credits, 1) = n, 'legs', 'must be 1 to 1000 legs');
+    for i in 1 .. n loop
+        perform pgwallet.check_request(p_debits[i] is not null, 'debit_account_id', 'is required');
+        perform pgwallet.check_request(p_credits[i] is not null, 'credit_account_id', 'is required');
+        perform pgwallet.check_request(p_amounts[i] > 0, 'amount', 'must be a positive whole number of minor units');
+        perform pgwallet.check_request(p_debits[i] <> p_credits[i], 'credit_account_id',
+                                       'must differ from debit_account_id');
+    end loop;
+
+    for a in
+        select x.id, x.currency, x.status, x.allow_negative, x.balance, x.held, x.version
+        from pgwallet.accounts x
+        where x.id = any (p_debits || p_credits) and not x.collector
+        order by x.id
+        for update
+    loop
+        c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
+        c_negative := c_negative || a.allow_negative;  c_slot := c_slot || null::smallint;
+        c_balance := c_balance || a.balance;  c_total := c_total || a.balance;  c_held := c_held || a.held;
+        c_version := c_version || a.version;
+    end loop;
+
+    for a in
+        select x.id, x.currency, x.status, x.allow_negative, x.slot_count
+        from pgwallet.accounts x
+        where x.id = any (p_debits || p_credits) and x.collector
+        order by x.id
+    loop
+        c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
+        c_negative := c_negative || a.allow_negative;  c_held := c_held || 0::bigint;
+        if not a.allow_negative and a.id = any (p_debits) then
+            -- money may leave and the total must cover it: take every slot, in slot order
+            perform 1 from pgwallet.account_slots s where s.account_id = a.id order by s.slot for update;
+            c_total := c_total || (select sum(s.balance)::bigint from pgwallet.account_slots s
+                                   where s.account_id = a.id);
+            select s.slot, s.balance, s.version into v_slot
+            from pgwallet.account_slots s where s.account_id = a.id order by s.slot limit 1;
+        else
+            c_total := c_total || null::bigint;
+            select * into v_slot from pgwallet.claim_slot(a.id, a.slot_count);
+        end if;
+        c_slot := c_slot || v_slot.slot;  c_balance := c_balance || v_slot.balance;
+        c_version := c_version || v_slot.version;
+    end loop;
+
+    c_net := array_fill(0::bigint, array[coalesce(array_length(c_id, 1), 0)]);
+    c_release := c_net;
+    t_id := array(select nextval('pgwallet.transfers_id_seq')
+                  from generate_series(1, n));
+
+    for i in 1 .. n loop
+        d := array_position(c_id, p_debits[i]);
+        c := array_position(c_id, p_credits[i]);
+        if d is null or c is null then
+            v_field := case when d is null then 'debit_account_id' else 'credit_account_id' end;
+            perform pgwallet.raise_error('ACCOUNT_NOT_FOUND',
+                pg_catalog.format('account %s', case when d is null then p_debits[i] else p_credits[i] end),
+                v_field);
+        end if;
+        foreach k in array array[d, c] loop
+            v_field := case when k = d then 'debit_account_id' else 'credit_account_id' end;
+            if c_status[k] = 'frozen' then
+                perform pgwallet.raise_error('ACCOUNT_FROZEN', pg_catalog.format('account %s', c_id[k]), v_field);
+            elsif c_status[k] = 'closed' then
+                perform pgwallet.raise_error('ACCOUNT_CLOSED', pg_catalog.format('account %s', c_id[k]), v_field);
+            end if;
+        end loop;
+        if c_currency[d] <> c_currency[c] then
+            perform pgwallet.raise_error('CURRENCY_MISMATCH',
+                pg_catalog.format('account %s holds %s, account %s holds %s',
+                                  c_id[d], c_currency[d], c_id[c], c_currency[c]), 'credit_account_id');
+        end if;
+        t_currency := t_currency || c_currency[d];
+        if i = 1 and p_held_release > 0 then
+            c_release[d] := p_held_release;
+        end if;
+        foreach k in array array[d, c] loop
+            e_transfer := e_transfer || t_id[i];
+            e_account := e_account || c_id[k];
+            e_slot := e_slot || c_slot[k];
+            e_amount := e_amount || case when k = d then -p_amounts[i] else p_amounts[i] end;
+            e_previous := e_previous || c_balance[k];
+            c_balance[k] := c_balance[k] + e_amount[array_length(e_amount, 1)];
+            c_net[k] := c_net[k] + e_amount[array_length(e_amount, 1)];
+            c_version[k] := c_version[k] + 1;
+            e_new := e_new || c_balance[k];
+            e_version := e_version || c_version[k];
+        end loop;
+    end loop;
+
+    for k in 1 .. coalesce(array_length(c_id, 1), 0) loop
+        if not c_negative[k] and c_net[k] + c_release[k] < 0
+           and c_total[k] + c_net[k] - (c_held[k] - c_release[k]) < 0 then
+            perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
+                pg_catalog.format('account %s has %s available, %s requested', c_id[k],
+                                  c_total[k] - c_held[k], -c_net[k]),
+                case when c_id[k] = any (p_debits) then 'debit_account_id' else 'credit_account_id' end);
+        end if;
+    end loop;
+
+    insert into pgwallet.transfers (id, operation_id, debit_account_id, credit_account_id, amount, currency,
+                                    hold_id, kind, metadata)
+    select t.id, p_operation_id, t.debit, t.credit, t.amount, t.currency,
+           case when t.ord = 1 then p_hold_id end, p_kind, p_metadata
+    from unnest(t_id, p_debits, p_credits, p_amounts, t_currency)
+         with ordinality as t(id, debit, credit, amount, currency, ord);
+
+    insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
+                                  account_version)
+    select * from unnest(e_transfer, e_account, e_slot, e_amount, e_previous, e_new, e_version);
+
+    update pgwallet.accounts x
+    set balance = x.balance + u.net, held = x.held - u.release, version = u.version, updated_at = now()
+    from unnest(c_id, c_slot, c_net, c_release, c_version) as u(id, slot, net, release, version)
+    where x.id = u.id and u.slot is null;
+
+    update pgwallet.account_slots x
+    set balance = u.balance, version = u.version
+    from unnest(c_id, c_slot, c_balance, c_version) as u(id, slot, balance, version)
+    where x.account_id = u.id and x.slot = u.slot;
+
+    return t_id;
+end
+$$;
+
+-- transfer: moves p_amount minor units from one account to another, once per idempotency key.
+-- Locks: see post_legs. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
+-- CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
+create or replace function pgwallet.transfer(
+    p_debit_account_id  bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_request  jsonb;
+    v_response jsonb;
+    v_op       bigint;
+    v_ids      bigint[];
+begin
+    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    v_request := jsonb_build_object('debit_account_id', p_debit_account_id, 'credit_account_id',
+                                    p_credit_account_id, 'amount', p_amount, 'metadata', p_metadata);
+    v_response := pgwallet.claim_idempotency_key('transfer', p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    v_op := nextval('pgwallet.operation_id_seq');
+    v_ids := pgwallet.post_legs(v_op, 'transfer', array[p_debit_account_id], array[p_credit_account_id],
+                                array[p_amount], p_metadata);
+    v_response := jsonb_build_object(
+        'operation_id', v_op, 'transfer_ids', to_jsonb(v_ids), 'debit_account_id', p_debit_account_id,
+        'credit_account_id', p_credit_account_id, 'amount', p_amount,
+        'currency', (select currency from pgwallet.transfers where id = v_ids[1]),
+        'created_at', now(), 'replayed', false);
+    return pgwallet.complete_idempotency_key('transfer', p_idempotency_key, v_response);
+end
+$$;
+
+-- post_operation: posts several legs [{debit_account_id, credit_account_id, amount}] as one balanced
+-- operation (a purchase with its platform fee), all or nothing, once per idempotency key.
+-- Locks: see post_legs. Raises: as transfer.
+create or replace function pgwallet.post_operation(
+    p_legs            jsonb,
+    p_idempotency_key text,
+    p_kind            text default 'operation',
+    p_metadata        jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_request  jsonb;
+    v_response jsonb;
+    v_op       bigint;
+    v_ids      bigint[];
+    v_debits   bigint[];
+    v_credits  bigint[];
+    v_amounts  bigint[];
+begin
+    perform pgwallet.check_request(jsonb_typeof(p_legs) = 'array' and jsonb_array_length(p_legs) between 1 and 1000,
+                                   'legs', 'must be a JSON array of 1 to 1000 legs');
+    perform pgwallet.check_request(not exists (
+        select 1 from jsonb_array_elements(p_legs) l
+        where jsonb_typeof(l) <> 'object'
+           or jsonb_typeof(l -> 'debit_account_id') is distinct from 'number'
+           or jsonb_typeof(l -> 'credit_account_id') is distinct from 'number'
+           or jsonb_typeof(l -> 'amount') is distinct from 'number'
+           or (l ->> 'amount') !~ '^[0-9]{1,18}$'
+           or (l ->> 'debit_account_id') !~ '^[0-9]{1,18}$'
+           or (l ->> 'credit_account_id') !~ '^[0-9]{1,18}$'),
+        'legs', 'each leg is {debit_account_id, credit_account_id, amount} with whole numbers');
+    perform pgwallet.check_request(p_kind ~ '^[a-z][a-z0-9_]{0,62}$', 'kind', 'must be a lower-case identifier');
+    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    v_request := jsonb_build_object('legs', p_legs, 'kind', p_kind, 'metadata', p_metadata);
+    v_response := pgwallet.claim_idempotency_key('post_operation', p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    select array_agg((l ->> 'debit_account_id')::bigint order by o),
+           array_agg((l ->> 'credit_account_id')::bigint order by o),
+           array_agg((l ->> 'amount')::bigint order by o)
+    into v_debits, v_credits, v_amounts
+    from jsonb_array_elements(p_legs) with ordinality as x(l, o);
+    v_op := nextval('pgwallet.operation_id_seq');
+    v_ids := pgwallet.post_legs(v_op, p_kind, v_debits, v_credits, v_amounts, p_metadata);
+    v_response := jsonb_build_object('operation_id', v_op, 'transfer_ids', to_jsonb(v_ids), 'kind', p_kind,
+                                     'legs', jsonb_array_length(p_legs), 'created_at', now(),
+                                     'replayed', false);
+    return pgwallet.complete_idempotency_key('post_operation', p_idempotency_key, v_response);
+end
+$$;
+
+-- hold_json: the public view of a hold. Locks nothing.
+create or replace function pgwallet.hold_json(p_hold pgwallet.holds)
+returns jsonb
+language sql
+stable
+set search_path = pgwallet, pg_temp
+as $$
+    select jsonb_build_object(
+        'hold_id', p_hold.id, 'account_id', p_hold.account_id, 'credit_account_id', p_hold.credit_account_id,
+        'amount', p_hold.amount, 'currency', p_hold.currency, 'status', p_hold.status,
+        'captured_amount', p_hold.captured_amount,
+        'released_amount', case when p_hold.status = 'open' then 0
+                                else p_hold.amount - coalesce(p_hold.captured_amount, 0) end,
+        'settlement_transfer_id', p_hold.settlement_transfer_id, 'expires_at', p_hold.expires_at,
+        'created_at', p_hold.created_at, 'settled_at', p_hold.settled_at, 'replayed', false)
+$$;
+
+-- place_hold: reserves p_amount on an ordinary account for a later capture to p_credit_account_id
+-- (escrow); available shrinks, balance does not. Expires after p_timeout_seconds if given.
+-- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
+-- CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
+create or replace function pgwallet.place_hold(
+    p_account_id        bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_timeout_seconds   integer default null,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_response jsonb;
+    v_account  pgwallet.accounts;
+    v_credit   pgwallet.accounts;
+    v_hold     pgwallet.holds;
+begin
+    perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
+    perform pgwallet.check_request(p_timeout_seconds is null or p_timeout_seconds > 0, 'timeout_seconds',
+                                   'must be a positive number of seconds');
+    perform pgwallet.check_request(p_account_id is distinct from p_credit_account_id, 'credit_account_id',
+                                   'must differ from account_id');
+    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    v_response := pgwallet.claim_idempotency_key('place_hold', p_idempotency_key, jsonb_build_object(
+        'account_id', p_account_id, 'credit_account_id', p_credit_account_id, 'amount', p_amount,
+        'timeout_seconds', p_timeout_seconds, 'metadata', p_metadata));
+    if v_response is not null then
+        return v_response;
+    end if;
+    select * into v_credit from pgwallet.accounts where id = p_credit_account_id;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_credit_account_id),
+                                     'credit_account_id');
+    end if;
+    select * into v_account from pgwallet.accounts where id = p_account_id for update;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+    perform pgwallet.check_request(not v_account.collector, 'account_id',
+                                   'holds are placed on ordinary accounts, not on collector accounts');
+    if v_account.status <> 'active' or v_credit.status <> 'active' then
+        perform pgwallet.raise_error(case when 'closed' in (v_account.status, v_credit.status)
+                                          then 'ACCOUNT_CLOSED' else 'ACCOUNT_FROZEN' end,
+            pg_catalog.format('account %s is %s, account %s is %s', v_account.id, v_account.status,
+                              v_credit.id, v_credit.status),
+            case when v_account.status <> 'active' then 'account_id' else 'credit_account_id' end);
+    end if;
+    if v_account.currency <> v_credit.currency then
+        perform pgwallet.raise_error('CURRENCY_MISMATCH',
+            pg_catalog.format('account %s holds %s, account %s holds %s', v_account.id, v_account.currency,
+                              v_credit.id, v_credit.currency), 'credit_account_id');
+    end if;
+    if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
+        perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
+            pg_catalog.format('account %s has %s available, %s requested', v_account.id,
+                              v_account.balance - v_account.held, p_amount), 'amount');
+    end if;
+    update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
+    insert into pgwallet.holds (account_id, credit_account_id, amount, currency, expires_at, metadata)
+    values (p_account_id, p_credit_account_id, p_amount, v_account.currency,
+            now() + make_interval(secs => p_timeout_seconds), p_metadata)
+    returning * into v_hold;
+    return pgwallet.complete_idempotency_key('place_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+end
+$$;
+
+-- lock_open_hold: the hold p_hold_id, locked, checked to be open and not past expires_at.
+-- Locks: the hold row. Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, HOLD_EXPIRED.
+create or replace function pgwallet.lock_open_hold(p_hold_id bigint, p_action text)
+returns pgwallet.holds
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_hold pgwallet.holds;
+begin
+    select * into v_hold from pgwallet.holds where id = p_hold_id for update;
+    if not found then
+        perform pgwallet.raise_error('HOLD_NOT_FOUND', pg_catalog.format('hold %s', p_hold_id), 'hold_id');
+    end if;
+    if v_hold.status <> 'open' then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is %s: it cannot be %s', p_hold_id, v_hold.status, p_action), 'hold_id');
+    end if;
+    if p_action = 'captured' and v_hold.expires_at <= now() then
+        perform pgwallet.raise_error('HOLD_EXPIRED',
+            pg_catalog.format('hold %s expired at %s', p_hold_id, v_hold.expires_at), 'hold_id');
+    end if;
+    return v_hold;
+end
+$$;
+
+-- capture_hold: settles an open hold by paying p_amount (all when null) to its credit account and
+-- releasing the rest. A hold is settled once: a capture racing a void has one winner.
+-- Locks: the hold row, then see post_legs. Raises: INVALID_REQUEST, HOLD_NOT_FOUND, HOLD_EXPIRED,
+-- INVALID_STATE_TRANSITION, ACCOUNT_FROZEN, ACCOUNT_CLOSED, DUPLICATE_REQUEST.
+create or replace function pgwallet.capture_hold(
+    p_hold_id         bigint,
+    p_idempotency_key text,
+    p_amount          bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_response jsonb;
+    v_hold     pgwallet.holds;
+    v_amount   bigint;
+    v_ids      bigint[];
+begin
+    perform pgwallet.check_request(p_amount is null or p_amount > 0, 'amount',
+                                   'must be a positive whole number of minor units');
+    v_response := pgwallet.claim_idempotency_key('capture_hold', p_idempotency_key,
+                                                 jsonb_build_object('hold_id', p_hold_id, 'amount', p_amount));
+    if v_response is not null then
+        return v_response;
+    end if;
+    v_hold := pgwallet.lock_open_hold(p_hold_id, 'captured');
+    v_amount := coalesce(p_amount, v_hold.amount);
+    perform pgwallet.check_request(v_amount <= v_hold.amount, 'amount',
+                                   pg_catalog.format('must not exceed the held %s', v_hold.amount));
+    v_ids := pgwallet.post_legs(nextval('pgwallet.operation_id_seq'), 'hold_capture', array[v_hold.account_id],
+                                array[v_hold.credit_account_id], array[v_amount], v_hold.metadata,
+                                v_hold.id, v_hold.amount);
+    update pgwallet.holds
+    set status = 'captured', captured_amount = v_amount, settlement_transfer_id = v_ids[1], settled_at = now()
+    where id = p_hold_id
+    returning * into v_hold;
+    return pgwallet.complete_idempotency_key('capture_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+end
+$$;
+
+-- void_hold: cancels an open hold; its whole amount becomes available again. Allowed on a frozen
+-- account (it only gives money back). Locks: the hold row, then its account.
+-- Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, DUPLICATE_REQUEST, INVALID_REQUEST.
+create or replace function pgwallet.void_hold(p_hold_id bigint, p_idempotency_key text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_response jsonb;
+    v_hold     pgwallet.holds;
+begin
+    v_response := pgwallet.claim_idempotency_key('void_hold', p_idempotency_key,
+                                                 jsonb_build_object('hold_id', p_hold_id));
+    if v_response is not null then
+        return v_response;
+    end if;
+    v_hold := pgwallet.lock_open_hold(p_hold_id, 'voided');
+    update pgwallet.accounts set held = held - v_hold.amount, updated_at = now() where id = v_hold.account_id;
+    update pgwallet.holds set status = 'voided', settled_at = now() where id = p_hold_id
+    returning * into v_hold;
+    return pgwallet.complete_idempotency_key('void_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+end
+$$;
+
+-- expire_holds: the sweep. Releases up to p_limit open holds whose expires_at has passed (never
+-- earlier) and returns how many. Locks: those holds (skipping locked ones), then their accounts by
+-- ascending id. Raises: INVALID_REQUEST.
+create or replace function pgwallet.expire_holds(p_limit integer default 1000)
+returns integer
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_ids   bigint[];
+begin
+    perform pgwallet.check_request(p_limit between 1 and 100000, 'limit', 'must be 1 to 100000');
+    v_ids := array(select id from pgwallet.holds
+                   where status = 'open' and expires_at <= now()
+                   order by id limit p_limit
+                   for update skip locked);
+    perform 1 from pgwallet.accounts
+    where id in (select account_id from pgwallet.holds where id = any (v_ids))
+    order by id
+    for update;
+    update pgwallet.accounts a
+    set held = a.held - h.amount, updated_at = now()
+    from (select account_id, sum(amount)::bigint as amount from pgwallet.holds
+          where id = any (v_ids) group by account_id) h
+    where a.id = h.account_id;
+    update pgwallet.holds set status = 'expired', settled_at = now() where id = any (v_ids);
+    return coalesce(array_length(v_ids, 1), 0);
+end
+$$;
+
+-- get_account: one account with its balance, held and available amounts. Locks nothing.
+-- Raises: ACCOUNT_NOT_FOUND.
+create or replace function pgwallet.get_account(p_account_id bigint)
+returns setof pgwallet.account_balances
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    return query select * from pgwallet.account_balances where id = p_account_id;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+end
+$$;
+
+-- account_history: the account's entries, newest first, p_limit at a time; pass the last entry_id
+-- seen as p_before_entry_id for the next page. Locks nothing. Raises: ACCOUNT_NOT_FOUND, INVALID_REQUEST.
+create or replace function pgwallet.account_history(p_account_id bigint, p_limit integer default 50,
+                                                    p_before_entry_id bigint default null)
+returns table (entry_id bigint, transfer_id bigint, operation_id bigint, kind text,
+               counterparty_account_id bigint, amount bigint, previous_balance bigint, new_balance bigint,
+               account_version bigint, slot smallint, hold_id bigint, metadata jsonb, created_at timestamptz)
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    if not exists (select 1 from pgwallet.accounts where id = p_account_id) then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+    return query
+    select e.id, t.id, t.operation_id, t.kind,
+           case when t.debit_account_id = e.account_id then t.credit_account_id else t.debit_account_id end,
+           e.amount, e.previous_balance, e.new_balance, e.account_version, e.slot, t.hold_id, t.metadata,
+           e.created_at
+    from pgwallet.entries e
+    join pgwallet.transfers t on t.id = e.transfer_id
+    where e.account_id = p_account_id and (p_before_entry_id is null or e.id < p_before_entry_id)
+    order by e.id desc
+    limit p_limit;
+end
+$$;
+
+-- check_invariants: one row per violated ledger invariant; no row when the ledger is sound.
+-- Locks nothing (reads one snapshot). Raises: nothing.
+create or replace function pgwallet.check_invariants()
+returns table (invariant text, account_id bigint, currency text, detail text)
+language sql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    -- per currency, all entries sum to zero
+    select 'entries_sum_to_zero', null::bigint, e.currency,
+           pg_catalog.format('entries sum to %s', e.total)
+    from (select t.currency, sum(x.amount) as total
+          from pgwallet.entries x join pgwallet.transfers t on t.id = x.transfer_id
+          group by t.currency) e
+    where e.total <> 0
+    union all
+    -- every transfer has one debit and one credit entry of its amount
+    select 'transfer_balanced', null, t.currency, pg_catalog.format('transfer %s', t.id)
+    from pgwallet.transfers t
+    where (select count(*) from pgwallet.entries x where x.transfer_id = t.id) <> 2
+       or not exists (select 1 from pgwallet.entries x where x.transfer_id = t.id
+                      and x.account_id = t.debit_account_id and x.amount = -t.amount)
+       or not exists (select 1 from pgwallet.entries x where x.transfer_id = t.id
+                      and x.account_id = t.credit_account_id and x.amount = t.amount)
+    union all
+    -- each balance (an ordinary account, or a collector's slot) equals the sum of its entries
+    select 'balance_matches_entries', b.id, b.currency,
+           pg_catalog.format('balance %s (slot %s), entries sum to %s', b.balance, b.slot, coalesce(s.total, 0))
+    from (select a.id, a.currency, null::smallint as slot, a.balance from pgwallet.accounts a where not a.collector
+          union all
+          select a.id, a.currency, x.slot, x.balance from pgwallet.accounts a
+          join pgwallet.account_slots x on x.account_id = a.id) b
+    left join (select x.account_id, x.slot, sum(x.amount) as total from pgwallet.entries x
+               group by x.account_id, x.slot) s
+           on s.account_id = b.id and s.slot is not distinct from b.slot
+    where b.balance <> coalesce(s.total, 0)
+    union all
+    -- held equals the sum of the account's open holds
+    select 'held_matches_open_holds', a.id, a.currency,
+           pg_catalog.format('held %s, open holds sum to %s', a.held, coalesce(h.total, 0))
+    from pgwallet.accounts a
+    left join (select h.account_id, sum(h.amount) as total from pgwallet.holds h where h.status = 'open'
+               group by h.account_id) h on h.account_id = a.id
+    where a.held <> coalesce(h.total, 0)
+    union all
+    -- no account without allow_negative has a negative available amount
+    select 'available_not_negative', b.id, b.currency, pg_catalog.format('available %s', b.available)
+    from pgwallet.account_balances b
+    where not b.allow_negative and b.available < 0
+    union all
+    -- a captured hold has exactly its settlement transfer; a voided or expired one has none
+    select 'hold_settled_once', h.account_id, h.currency,
+           pg_catalog.format('hold %s is %s with %s transfers', h.id, h.status,
+                             (select count(*) from pgwallet.transfers t where t.hold_id = h.id))
+    from pgwallet.holds h
+    where case h.status
+              when 'captured' then (select count(*) from pgwallet.transfers t
+                                    where t.hold_id = h.id and t.amount = h.captured_amount
+                                      and t.id = h.settlement_transfer_id) <> 1
+                                or (select count(*) from pgwallet.transfers t where t.hold_id = h.id) <> 1
+              else exists (select 1 from pgwallet.transfers t where t.hold_id = h.id)
+          end
+$$;
+
+-- What each role may call. The owner runs everything; nothing here is executable by PUBLIC.
+grant execute on function
+    pgwallet.transfer(bigint, bigint, bigint, text, jsonb),
+    pgwallet.post_operation(jsonb, text, text, jsonb),
+    pgwallet.place_hold(bigint, bigint, bigint, text, integer, jsonb),
+    pgwallet.capture_hold(bigint, text, bigint),
+    pgwallet.void_hold(bigint, text),
+    pgwallet.open_account(text, text, text, boolean, boolean, jsonb),
+    pgwallet.get_account(bigint),
+    pgwallet.account_history(bigint, integer, bigint)
+    to pgwallet_app;
+grant execute on function
+    pgwallet.set_account_status(bigint, text),
+    pgwallet.expire_holds(integer),
+    pgwallet.purge_idempotency_keys(integer),
+    pgwallet.check_invariants()
+    to pgwallet_staff;
+grant execute on function pgwallet.check_invariants() to pgwallet_readonly;
