@@ -147,6 +147,7 @@ create view pgwallet.account_balances as
 select a.id,
        a.name,
        a.currency,
+       c.exponent,
        a.kind,
        a.status,
        a.allow_negative,
@@ -158,6 +159,7 @@ select a.id,
        a.created_at,
        a.updated_at
 from pgwallet.accounts a
+join pgwallet.currencies c on c.code = a.currency
 left join lateral (
     select sum(x.balance)::bigint as balance, sum(x.version)::bigint as version
     from pgwallet.account_slots x

@@ -25,6 +25,7 @@ declare
                                  else 0 end;
     v_id        bigint;
 begin
+    p_metadata := coalesce(p_metadata, '{}');
     perform pgwallet.check_request(exists (select 1 from pgwallet.currencies where code = p_currency),
                                    'currency', 'must be a known currency code');
     perform pgwallet.check_request(p_kind in ('card', 'user_wallet', 'performer', 'merchant', 'revenue', 'fees',
@@ -307,6 +308,7 @@ declare
     v_op       bigint;
     v_ids      bigint[];
 begin
+    p_metadata := coalesce(p_metadata, '{}');
     perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
     v_request := jsonb_build_object('debit_account_id', p_debit_account_id, 'credit_account_id',
                                     p_credit_account_id, 'amount', p_amount, 'metadata', p_metadata);
@@ -348,6 +350,8 @@ declare
     v_credits  bigint[];
     v_amounts  bigint[];
 begin
+    p_metadata := coalesce(p_metadata, '{}');
+    p_kind := coalesce(p_kind, 'operation');
     perform pgwallet.check_request(jsonb_typeof(p_legs) = 'array' and jsonb_array_length(p_legs) between 1 and 1000,
                                    'legs', 'must be a JSON array of 1 to 1000 legs');
     perform pgwallet.check_request(not exists (
@@ -420,6 +424,7 @@ declare
     v_credit   pgwallet.accounts;
     v_hold     pgwallet.holds;
 begin
+    p_metadata := coalesce(p_metadata, '{}');
     perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
     perform pgwallet.check_request(p_timeout_seconds is null or p_timeout_seconds > 0, 'timeout_seconds',
                                    'must be a positive number of seconds');

@@ -1,0 +1,138 @@
+"""One exception hierarchy for both drivers, keyed by the SQLSTATEs of ``pgwallet.error_catalogue``.
+
+Procedures raise with a custom SQLSTATE of class ``W``; nothing here reads message text. psycopg
+exposes the code as ``e.sqlstate``, asyncpg as ``UnknownPostgresError.sqlstate``: both end here.
+``tests/test_errors.py`` proves this table and the SQL catalogue agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PgWalletError(Exception):
+    """Base of every error a pgwallet call raises. ``field`` names the offending input, if any."""
+
+    code: ClassVar[str] = "SERVER_ERROR"
+    sqlstate: ClassVar[str | None] = None
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "Internal error"
+    retryable: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None, field: str | None = None,
+                 hint: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail or None
+        self.field = field or None
+        self.hint = hint or None
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}" + (f" ({self.detail})" if self.detail else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``error`` object of the JSON envelope."""
+        return {"code": self.code, "message": self.message, "detail": self.detail, "field": self.field}
+
+
+class ServerError(PgWalletError):
+    """Something unexpected; never a business rule."""
+
+
+class DatabaseError(PgWalletError):
+    code = "DATABASE_ERROR"
+    http_status = 503
+    default_message = "The database is unavailable"
+
+
+class SerializationFailure(DatabaseError):
+    """A serialization failure or deadlock (40001, 40P01): the same call may simply be retried."""
+
+    code = "SERIALIZATION_FAILURE"
+    retryable = True
+    default_message = "Concurrent update, retry the request"
+
+
+class RequestRejected(PgWalletError):
+    """A call refused by a rule: nothing changed, and the same call will be refused again."""
+
+
+class InvalidRequest(RequestRejected):
+    code, sqlstate, http_status, default_message = "INVALID_REQUEST", "W0001", 400, "The request is invalid"
+
+
+class NotFound(RequestRejected):
+    code, sqlstate, http_status, default_message = "NOT_FOUND", "W0002", 404, "Not found"
+
+
+class AccountNotFound(NotFound):
+    code, sqlstate, default_message = "ACCOUNT_NOT_FOUND", "W0003", "Account not found"
+
+
+class AccountFrozen(RequestRejected):
+    code, sqlstate, http_status, default_message = "ACCOUNT_FROZEN", "W0004", 409, "Account is frozen"
+
+
+class AccountClosed(RequestRejected):
+    code, sqlstate, http_status, default_message = "ACCOUNT_CLOSED", "W0005", 409, "Account is closed"
+
+
+class CurrencyMismatch(RequestRejected):
+    code, sqlstate, http_status = "CURRENCY_MISMATCH", "W0006", 422
+    default_message = "Accounts hold different currencies"
+
+
+class InsufficientFunds(RequestRejected):
+    code, sqlstate, http_status, default_message = "INSUFFICIENT_FUNDS", "W0007", 422, "Insufficient funds"
+
+
+class DuplicateRequest(RequestRejected):
+    code, sqlstate, http_status = "DUPLICATE_REQUEST", "W0008", 409
+    default_message = "Idempotency key already used for a different request"
+
+
+class HoldNotFound(NotFound):
+    code, sqlstate, default_message = "HOLD_NOT_FOUND", "W0009", "Hold not found"
+
+
+class HoldExpired(RequestRejected):
+    code, sqlstate, http_status, default_message = "HOLD_EXPIRED", "W0010", 409, "Hold has expired"
+
+
+class InvalidStateTransition(RequestRejected):
+    code, sqlstate, http_status = "INVALID_STATE_TRANSITION", "W0011", 409
+    default_message = "Invalid state transition"
+
+
+#: Errors raised by SQL, by SQLSTATE: the Python side of ``pgwallet.error_catalogue``.
+CATALOGUE: dict[str, type[PgWalletError]] = {
+    cls.sqlstate: cls
+    for cls in (InvalidRequest, NotFound, AccountNotFound, AccountFrozen, AccountClosed, CurrencyMismatch,
+                InsufficientFunds, DuplicateRequest, HoldNotFound, HoldExpired, InvalidStateTransition)
+    if cls.sqlstate
+}
+
+#: Every code a caller can see, including those raised only by Python.
+BY_CODE: dict[str, type[PgWalletError]] = {
+    cls.code: cls for cls in (*CATALOGUE.values(), ServerError, DatabaseError, SerializationFailure)
+}
+
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}
+
+
+def from_sqlstate(sqlstate: str | None, message: str | None = None, *, detail: str | None = None,
+                  hint: str | None = None, field: str | None = None) -> PgWalletError:
+    """Map a database error to the hierarchy: catalogue codes, retryable conflicts, the rest."""
+    if sqlstate in CATALOGUE:
+        cls = CATALOGUE[sqlstate]
+        return cls(cls.default_message, detail=detail, hint=hint, field=field)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return SerializationFailure(detail=message)
+    if sqlstate is None or sqlstate.startswith(("08", "57P", "53")):
+        return DatabaseError(detail=message)
+    return ServerError(detail=f"{sqlstate}: {message}")
+
+
+def invalid(field: str, rule: str) -> InvalidRequest:
+    """The error for a value refused before the database is touched."""
+    return InvalidRequest(detail=f"{field}: {rule}", field=field)
