@@ -19,6 +19,7 @@ class Procedures:
     void_hold = ledger.void_hold
     expire_holds = ledger.expire_holds
     get_account = ledger.get_account
+    get_hold = ledger.get_hold
     account_history = ledger.account_history
     purge_idempotency_keys = ledger.purge_idempotency_keys
     check_invariants = ledger.check_invariants

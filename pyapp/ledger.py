@@ -96,6 +96,12 @@ def expire_holds(limit: Annotated[int, BATCH] = 1000) -> int:
     raise NotImplementedError
 
 
+@procedure("pgwallet.get_hold")
+def get_hold(hold_id: Annotated[int, ID]) -> Hold:
+    """One hold: its status, amounts and settlement (``replayed`` is always false here)."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.get_account", shape="row")
 def get_account(account_id: AccountId) -> Account:
     """One account with balance, held and available amounts."""

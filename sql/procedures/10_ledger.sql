@@ -599,6 +599,25 @@ begin
 end
 $$;
 
+-- get_hold: one hold and its settlement. Locks nothing. Raises: HOLD_NOT_FOUND.
+create or replace function pgwallet.get_hold(p_hold_id bigint)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_hold pgwallet.holds;
+begin
+    select * into v_hold from pgwallet.holds where id = p_hold_id;
+    if not found then
+        perform pgwallet.raise_error('HOLD_NOT_FOUND', pg_catalog.format('hold %s', p_hold_id), 'hold_id');
+    end if;
+    return pgwallet.hold_json(v_hold);
+end
+$$;
+
 -- get_account: one account with its balance, held and available amounts. Locks nothing.
 -- Raises: ACCOUNT_NOT_FOUND.
 create or replace function pgwallet.get_account(p_account_id bigint)
@@ -722,6 +741,7 @@ grant execute on function
     pgwallet.void_hold(bigint, text),
     pgwallet.open_account(text, text, text, boolean, boolean, jsonb),
     pgwallet.get_account(bigint),
+    pgwallet.get_hold(bigint),
     pgwallet.account_history(bigint, integer, bigint)
     to pgwallet_app;
 grant execute on function

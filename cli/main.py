@@ -1,0 +1,137 @@
+"""``pgwallet``: the command line for staff and operators.
+
+Exit codes: 0 done; 1 refused by a rule or the database is unreachable (the error code is printed);
+2 usage error (click's own). No traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from cli.context import AppContext, emit, json_option, pass_app
+from pyapp import migrations
+from pyapp.embedded import EmbeddedServer, EmbeddedServerError
+from pyapp.errors import PgWalletError
+
+
+class Group(click.Group):
+    """Turns pgwallet's errors into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PgWalletError as exc:
+            if ctx.params.get("as_json") or "--json" in sys.argv:
+                click.echo(json.dumps({"error": exc.to_dict()}), err=True)
+            else:
+                click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+        except EmbeddedServerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=Group)
+@click.option("--database-url", envvar="DATABASE_URL", default=None, metavar="URL",
+              help="postgresql://... (default: $DATABASE_URL, else the embedded server if it runs).")
+@click.pass_context
+def cli(ctx: click.Context, database_url: str | None) -> None:
+    """pgwallet: money movements inside PostgreSQL."""
+    app = AppContext(database_url)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.group()
+def db() -> None:
+    """The embedded PostgreSQL server under .pgwallet/ (or $PGWALLET_HOME)."""
+
+
+@db.command("up")
+@json_option
+def db_up(as_json: bool) -> None:
+    """Create and start the embedded server (idempotent); print its URL."""
+    info = EmbeddedServer().up()
+    emit(info, as_json, info.url or "")
+
+
+@db.command("down")
+def db_down() -> None:
+    """Stop the embedded server."""
+    EmbeddedServer().down()
+    click.echo("stopped")
+
+
+@db.command("status")
+@json_option
+def db_status(as_json: bool) -> None:
+    """Is the embedded server running, where, on which port."""
+    info = EmbeddedServer().status()
+    text = f"running at {info.url} ({info.source}, data in {info.data_dir})" if info.running else "stopped"
+    emit(info, as_json, text)
+    if not info.running:
+        sys.exit(3)
+
+
+@db.command("url")
+def db_url() -> None:
+    """Print the embedded server's URL (exit 3 when it is not running)."""
+    url = EmbeddedServer().url()
+    if not url:
+        click.echo("the embedded server is not running: `pgwallet db up`", err=True)
+        sys.exit(3)
+    click.echo(url)
+
+
+@cli.command()
+@click.option("--list", "show_list", is_flag=True, help="List migrations and whether each is applied.")
+@click.option("--rollback", is_flag=True, help="Roll back the latest migration.")
+@click.option("--all", "all_migrations", is_flag=True, help="With --rollback: roll back every migration.")
+@json_option
+@pass_app
+def migrate(app: AppContext, show_list: bool, rollback: bool, all_migrations: bool, as_json: bool) -> None:
+    """Apply pending migrations, then re-install sql/procedures (one transaction)."""
+    if all_migrations and not rollback:
+        raise click.UsageError("--all goes with --rollback")
+    if show_list:
+        states = migrations.status(app.url)
+        emit(states, as_json, "\n".join(f"[{'x' if s.applied else ' '}] {s.id}" for s in states))
+        return
+    if rollback:
+        done = migrations.rollback(app.url, all_migrations=all_migrations)
+        emit({"rolled_back": done}, as_json, "\n".join(f"rolled back {m}" for m in done) or "nothing to roll back")
+        return
+    applied = migrations.migrate(app.url)
+    emit({"applied": applied}, as_json,
+         "\n".join(f"applied {m}" for m in applied) + ("\n" if applied else "") + "procedures installed")
+
+
+@cli.command()
+@json_option
+@pass_app
+def check(app: AppContext, as_json: bool) -> None:
+    """Check the ledger invariants; exit 1 when one is violated."""
+    violations = app.client.check_invariants()
+    lines = [f"VIOLATED {v.invariant}: account {v.account_id} {v.currency or ''} {v.detail}" for v in violations]
+    emit({"ok": not violations, "violations": violations}, as_json,
+         "\n".join(lines) or "ok: every ledger invariant holds")
+    if violations:
+        sys.exit(1)
+
+
+def _register() -> None:
+    from cli import demo, ledger
+
+    for command in (*ledger.COMMANDS, demo.demo):
+        cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="pgwallet")
