@@ -1,0 +1,174 @@
+"""Test harness: a real PostgreSQL, a template database migrated once, a fresh clone per test.
+
+Where the server comes from, in order:
+- ``PGWALLET_TEST_DSN``: an existing server (the suite creates and drops its own databases there);
+- ``PGWALLET_TEST_BACKEND=docker``: a testcontainers PostgreSQL (skipped cleanly without a Docker engine);
+- otherwise a private server from the local binaries: pytest-postgresql's ``postgresql_proc`` for an
+  ordinary user; as root (where ``initdb`` refuses to run) the same binaries started by
+  ``pyapp.embedded`` as the unprivileged ``postgres`` user. Either way fsync is off: tests need no
+  durability, and it keeps ``make test`` fast.
+Databases are made and dropped with pytest-postgresql's ``DatabaseJanitor`` (``CREATE DATABASE ...
+TEMPLATE``). Every test that uses ``client`` has the ledger invariants checked at teardown.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from pytest_postgresql import factories
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from pyapp import Client, migrations
+from pyapp.embedded import EmbeddedServer, find_bindir
+
+settings.register_profile("default", max_examples=25, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("thorough", max_examples=2000, deadline=None,
+                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+                 "max_connections": "300", "shared_buffers": "256MB"}
+_BINDIR = find_bindir()
+
+postgresql_proc = factories.postgresql_proc(
+    executable=str(_BINDIR / "pg_ctl") if _BINDIR else None,
+    port=None,
+    postgres_options=" ".join(f"-c {k}={v}" for k, v in FAST_SETTINGS.items()),
+)
+
+
+@dataclass(frozen=True)
+class Server:
+    host: str
+    port: int
+    user: str
+    password: str | None
+
+    def url(self, dbname: str) -> str:
+        auth = self.user + (f":{self.password}" if self.password else "")
+        return f"postgresql://{auth}@{self.host}:{self.port}/{dbname}"
+
+    def janitor(self, dbname: str, **kwargs: Any) -> DatabaseJanitor:
+        return DatabaseJanitor(user=self.user, host=self.host, port=self.port, password=self.password,
+                               dbname=dbname, **kwargs)
+
+
+def _docker_server() -> Iterator[Server]:
+    try:
+        import docker
+        from testcontainers.postgres import PostgresContainer
+
+        docker.from_env().ping()
+    except Exception as exc:  # no engine, no socket, no package
+        pytest.skip(f"PGWALLET_TEST_BACKEND=docker but no Docker engine is reachable ({exc})")
+    with PostgresContainer("postgres:15", driver=None) as container:
+        yield Server(container.get_container_host_ip(), int(container.get_exposed_port(5432)),
+                     container.username, container.password)
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    dsn = os.environ.get("PGWALLET_TEST_DSN")
+    if dsn:
+        info = psycopg.conninfo.conninfo_to_dict(dsn)
+        yield Server(str(info.get("host", "127.0.0.1")), int(info.get("port", 5432)),
+                     str(info.get("user", "postgres")), info.get("password"))  # type: ignore[arg-type]
+    elif os.environ.get("PGWALLET_TEST_BACKEND") == "docker":
+        yield from _docker_server()
+    elif _BINDIR is None:
+        pytest.skip("no PostgreSQL binaries found: install PostgreSQL or set PGWALLET_TEST_DSN")
+    elif os.geteuid() != 0:
+        proc = request.getfixturevalue("postgresql_proc")
+        yield Server(proc.host, int(proc.port), proc.user, proc.password)
+    else:
+        server = EmbeddedServer(home=Path(tmp_path_factory.mktemp("pgwallet-server")), dbname="postgres",
+                                settings=FAST_SETTINGS)
+        info = server.up()
+        assert info.port is not None
+        try:
+            yield Server("127.0.0.1", info.port, "postgres", None)
+        finally:
+            server.destroy()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> Iterator[str]:
+    """A database migrated once; every test clones it."""
+    name = f"pgwallet_template_{os.getpid()}"
+    janitor = pg_server.janitor(name, as_template=True)
+    janitor.drop()
+    janitor.init()
+    migrations.migrate(pg_server.url(name))
+    try:
+        yield name
+    finally:
+        janitor.drop()
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def db_url(pg_server: Server, template_db: str) -> Iterator[str]:
+    """A fresh database cloned from the migrated template."""
+    name = f"pgwallet_test_{os.getpid()}_{next(_counter)}"
+    janitor = pg_server.janitor(name, template_dbname=template_db)
+    janitor.init()
+    try:
+        yield pg_server.url(name)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[Client]:
+    """A sync client on a fresh database; the ledger invariants must hold when the test ends."""
+    with Client(db_url, max_size=20) as c:
+        yield c
+        assert c.check_invariants() == []
+
+
+class Ledger:
+    """Helpers to set up accounts in tests."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.world = client.open_account("EUR", "system", name="world")
+        self._keys = itertools.count()
+
+    def key(self, prefix: str = "k") -> str:
+        return f"{prefix}-{next(self._keys)}"
+
+    def funded(self, amount: int, kind: str = "card", **kwargs: Any) -> int:
+        account = self.client.open_account("EUR", kind, **kwargs)
+        if amount:
+            self.client.transfer(self.world.id, account.id, amount, self.key("fund"))
+        return account.id
+
+    def balance(self, account_id: int) -> int:
+        return self.client.get_account(account_id).balance
+
+
+@pytest.fixture
+def ledger(client: Client) -> Ledger:
+    return Ledger(client)
+
+
+def snapshot(url: str) -> tuple[Any, ...]:
+    """Everything a call could change, to prove a refused call changed nothing."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return tuple(
+            conn.execute(f"select coalesce(md5(string_agg(t::text, ',' order by t::text)), '') from {table} t")
+            .fetchone()
+            for table in ("pgwallet.accounts", "pgwallet.account_slots", "pgwallet.transfers", "pgwallet.entries",
+                          "pgwallet.holds", "pgwallet.idempotency_keys")
+        )
