@@ -32,5 +32,6 @@ create schema pgwallet authorization pgwallet_owner;
 
 grant usage on schema pgwallet to pgwallet_app, pgwallet_staff, pgwallet_readonly;
 
--- Functions are executable by PUBLIC by default: not here. Each procedure file grants what it exposes.
-alter default privileges for role pgwallet_owner in schema pgwallet revoke execute on functions from public;
+-- Functions are executable by PUBLIC by default: not the owner's. Each procedure file grants what it
+-- exposes. (A per-schema default can only add privileges, so this one is for the role as a whole.)
+alter default privileges for role pgwallet_owner revoke execute on functions from public;

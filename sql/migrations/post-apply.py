@@ -17,6 +17,8 @@ def install_procedures(conn: Any) -> None:
     cursor.execute("set local role pgwallet_owner")
     for path in sorted(PROCEDURES.glob("*.sql")):
         cursor.execute(path.read_text(encoding="utf-8"))
+    # functions that existed before the default privileges were set keep PUBLIC's EXECUTE: remove it
+    cursor.execute("revoke execute on all functions in schema pgwallet from public")
     cursor.execute("reset role")
 
 
