@@ -1,0 +1,75 @@
+"""Migrations: up, all the way down, up again gives the same schema; plain yoyo installs procedures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import Server
+
+from pyapp import migrations
+from pyapp.embedded import find_bindir
+from pyapp.settings import yoyo_url
+
+
+@pytest.fixture
+def empty_db(pg_server: Server) -> Iterator[str]:
+    name = f"pgwallet_empty_{id(pg_server) % 10_000}"
+    janitor = pg_server.janitor(name)
+    janitor.drop()
+    janitor.init()
+    try:
+        yield pg_server.url(name)
+    finally:
+        janitor.drop()
+
+
+def schema_dump(url: str) -> str:
+    bindir = find_bindir()
+    pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
+    out = subprocess.run([pg_dump, "--schema-only", "--no-comments", "--dbname", url],
+                         check=True, capture_output=True, text=True).stdout
+    # pg_dump marks each dump with a random restrict token: not part of the schema
+    noise = ("-- Dumped", "\\restrict", "\\unrestrict")
+    return "\n".join(line for line in out.splitlines() if not line.startswith(noise))
+
+
+def functions(url: str) -> set[str]:
+    with psycopg.connect(url) as conn:
+        return {r[0] for r in conn.execute(
+            "select proname from pg_proc where pronamespace = 'pgwallet'::regnamespace")}
+
+
+def test_up_down_up_gives_an_identical_schema(empty_db: str) -> None:
+    assert migrations.migrate(empty_db) == ["0001_schema_and_roles", "0002_ledger"]
+    first = schema_dump(empty_db)
+    assert "CREATE FUNCTION pgwallet.transfer" in first
+    assert migrations.rollback(empty_db) == ["0002_ledger"]
+    assert [s.applied for s in migrations.status(empty_db)] == [True, False]
+    assert migrations.rollback(empty_db, all_migrations=True) == ["0001_schema_and_roles"]
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("select count(*) from pg_namespace where nspname = 'pgwallet'").fetchone() == (0,)
+    assert migrations.migrate(empty_db) == ["0001_schema_and_roles", "0002_ledger"]
+    assert schema_dump(empty_db) == first
+
+
+def test_migrate_reinstalls_procedures_even_when_nothing_is_pending(empty_db: str) -> None:
+    migrations.migrate(empty_db)
+    with psycopg.connect(empty_db) as conn:
+        conn.execute("drop function pgwallet.get_hold(bigint)")
+    assert "get_hold" not in functions(empty_db)
+    assert migrations.migrate(empty_db) == []
+    assert "get_hold" in functions(empty_db)
+
+
+def test_plain_yoyo_apply_installs_the_procedures(empty_db: str) -> None:
+    yoyo = Path(sys.executable).parent / "yoyo"
+    subprocess.run([str(yoyo), "apply", "--batch", "--database", yoyo_url(empty_db),
+                    str(migrations.migrations_dir())], check=True, capture_output=True, text=True)
+    assert {"transfer", "place_hold", "check_invariants"} <= functions(empty_db)
+    with psycopg.connect(empty_db) as conn:
+        assert conn.execute("select count(*) from pgwallet.check_invariants()").fetchone() == (0,)
