@@ -21,7 +21,9 @@ key_option = click.option("--key", "idempotency_key", default=None, metavar="KEY
 
 
 def describe(account: Account) -> str:
-    money = lambda v: format_minor(v, account.exponent)  # noqa: E731
+    def money(value: int) -> str:
+        return format_minor(value, account.exponent)
+
     return (f"account {account.id} ({account.kind}{', ' + account.name if account.name else ''}) "
             f"{account.status}: balance {money(account.balance)} {account.currency}, "
             f"held {money(account.held)}, available {money(account.available)}")

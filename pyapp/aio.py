@@ -47,7 +47,7 @@ class AsyncClient(AsyncInvoker, Procedures):
                     self.pool = await asyncpg.create_pool(
                         self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeout,
                         statement_cache_size=self.statement_cache_size, init=_init_connection)
-                except (OSError, asyncio.TimeoutError, asyncpg.PostgresError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     raise DatabaseError(detail=f"{type(exc).__name__}: {exc}") from exc
         return self
 
@@ -74,6 +74,6 @@ class AsyncClient(AsyncInvoker, Procedures):
                 records = await conn.fetch(sql, *params)
         except asyncpg.PostgresError as exc:
             raise error_from_asyncpg(exc) from exc
-        except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError) as exc:
+        except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
             raise DatabaseError(detail=f"{type(exc).__name__}: {exc}") from exc
         return spec.decode([dict(r) for r in records])

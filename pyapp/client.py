@@ -73,7 +73,7 @@ class Client(SyncInvoker, Procedures):
             self.pool.open()
         try:
             with self.pool.connection() as conn:
-                rows = conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+                rows = conn.execute(sql, params).fetchall()
         except psycopg.Error as exc:
             raise error_from_psycopg(exc) from exc
         except Exception as exc:  # pool timeout, closed pool: the database is out of reach

@@ -113,9 +113,8 @@ CATALOGUE: dict[str, type[PgWalletError]] = {
 }
 
 #: Every code a caller can see, including those raised only by Python.
-BY_CODE: dict[str, type[PgWalletError]] = {
-    cls.code: cls for cls in (*CATALOGUE.values(), ServerError, DatabaseError, SerializationFailure)
-}
+_PYTHON_ONLY: tuple[type[PgWalletError], ...] = (ServerError, DatabaseError, SerializationFailure)
+BY_CODE: dict[str, type[PgWalletError]] = {cls.code: cls for cls in (*CATALOGUE.values(), *_PYTHON_ONLY)}
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
 

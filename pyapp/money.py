@@ -15,7 +15,7 @@ _DECIMAL = re.compile(r"^\s*(\d{1,18})(?:\.(\d+))?\s*$")
 
 def to_minor(text: str | Decimal | int, exponent: int, *, field: str = "amount") -> int:
     """``to_minor("12.50", 2) == 1250``; refuses more decimals than the currency has, signs and floats."""
-    if isinstance(text, bool) or isinstance(text, float):
+    if isinstance(text, bool | float):
         raise invalid(field, "must be a decimal string such as 12.50, not a float")
     match = _DECIMAL.match(str(text))
     if not match:
@@ -24,7 +24,7 @@ def to_minor(text: str | Decimal | int, exponent: int, *, field: str = "amount")
     if len(fraction) > exponent:
         places = "no decimals" if exponent == 0 else f"at most {exponent} decimals"
         raise invalid(field, f"has {places} in this currency")
-    value = int(whole) * 10**exponent + int((fraction or "0").ljust(exponent, "0") or "0")
+    value: int = int(whole) * 10**exponent + int((fraction or "0").ljust(exponent, "0") or "0")
     if value <= 0:
         raise invalid(field, "must be greater than zero")
     if value > 2**63 - 1:

@@ -79,7 +79,9 @@ def _json_safe(value: Any, depth: int = 0) -> bool:
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, Mapping):
-        return all(isinstance(k, str) and "\x00" not in k and _json_safe(v, depth + 1) for k, v in value.items())
+        return all(
+            isinstance(k, str) and "\x00" not in k and _json_safe(v, depth + 1) for k, v in value.items()
+        )
     if isinstance(value, list | tuple):
         return all(_json_safe(v, depth + 1) for v in value)
     return False
@@ -170,12 +172,12 @@ class ProcedureSpec(Generic[T]):
         bound.apply_defaults()
         return [p.bind(bound.arguments[p.name]) for p in self.params]
 
-    def decode(self, rows: list[Mapping[str, Any]]) -> T:
+    def decode(self, rows: Sequence[Mapping[str, Any]]) -> T:
         """Turn the rows a driver returned (as mappings) into the typed result."""
         if self.shape == "rows":
             assert self.decode_one is not None
             return typing.cast(T, [self.decode_one(r) for r in rows])
-        value = rows[0]["result"] if self.shape in ("json", "scalar") else rows[0]
+        value: Any = rows[0]["result"] if self.shape in ("json", "scalar") else rows[0]
         if self.shape == "json":
             value = json.loads(value)
         return self.decode_one(value) if self.decode_one else typing.cast(T, value)
@@ -221,8 +223,9 @@ class Procedure(Generic[P, T]):
         return call
 
 
-def procedure(sql_name: str, *, shape: Shape = "json",
-              decode: Callable[[Any], Any] | None = None) -> Callable[[Callable[P, T]], Procedure[P, T]]:
+def procedure(
+    sql_name: str, *, shape: Shape = "json", decode: Callable[[Any], Any] | None = None
+) -> Callable[[Callable[P, T]], Procedure[P, T]]:
     """Declare the SQL function ``sql_name`` with the decorated signature.
 
     Every parameter must be annotated ``Annotated[type, Rule]``; a parameter whose type admits None is

@@ -87,14 +87,14 @@ def test_capture_racing_void_has_one_winner(ledger: Ledger) -> None:
         for i, hold in enumerate(holds):
             barrier = threading.Barrier(2)
 
-            def capture(hold: int = hold, i: int = i) -> str:
+            def capture(hold: int = hold, i: int = i, barrier: threading.Barrier = barrier) -> str:
                 barrier.wait()
                 try:
                     return c.capture_hold(hold, f"c{i}").status
                 except errors.InvalidStateTransition:
                     return "lost"
 
-            def void(hold: int = hold, i: int = i) -> str:
+            def void(hold: int = hold, i: int = i, barrier: threading.Barrier = barrier) -> str:
                 barrier.wait()
                 try:
                     return other.void_hold(hold, f"v{i}").status

@@ -11,7 +11,8 @@ from conftest import Ledger, snapshot
 from pyapp import Client, errors
 
 
-def refused(url: str, error: type[errors.PgWalletError], call: object, *args: object, **kwargs: object) -> errors.PgWalletError:
+def refused(url: str, error: type[errors.PgWalletError], call: object, *args: object,
+            **kwargs: object) -> errors.PgWalletError:
     """Call and expect ``error``, with nothing changed in the database."""
     before = snapshot(url)
     with pytest.raises(error) as caught:
