@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import psycopg
+import pytest
 from conftest import Ledger
 
 from pyapp import AsyncClient, Client, errors
@@ -155,3 +157,25 @@ def test_sync_client_threads_share_one_pool(ledger: Ledger) -> None:
     with ThreadPoolExecutor(16) as pool:
         assert sum(pool.map(spend, range(80))) == 50
     assert ledger.balance(a) == 0
+
+
+def test_payers_into_a_collector_do_not_wait_for_each_other(ledger: Ledger, db_url: str) -> None:
+    """An open transaction that paid the bar holds a slot; another payer still goes through at once.
+
+    The same scene with an ordinary payee account blocks (lock_timeout fires): the test can fail.
+    """
+    c = ledger.client
+    bar = c.open_account("EUR", "revenue").id
+    shop = ledger.funded(0, kind="merchant")
+    first, second = ledger.funded(100), ledger.funded(100)
+    for payee, must_wait in ((bar, False), (shop, True)):
+        with psycopg.connect(db_url) as open_tx, psycopg.connect(db_url, autocommit=True) as other:
+            open_tx.execute("select pgwallet.transfer(%s, %s, 1, %s)", (first, payee, f"open-{payee}"))
+            other.execute("set lock_timeout = '1s'")
+            if must_wait:
+                with pytest.raises(psycopg.errors.LockNotAvailable):
+                    other.execute("select pgwallet.transfer(%s, %s, 1, %s)", (second, payee, f"next-{payee}"))
+            else:
+                other.execute("select pgwallet.transfer(%s, %s, 1, %s)", (second, payee, f"next-{payee}"))
+            open_tx.rollback()
+    assert ledger.balance(bar) == 1 and ledger.balance(shop) == 0

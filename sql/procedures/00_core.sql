@@ -61,11 +61,14 @@ set search_path = pgwallet, pg_temp
 as $$
 declare
     v_hash text := md5(p_request::text);
-    v_ttl  interval := coalesce(pgwallet.setting('idempotency_ttl'), '24 hours')::interval;
+    v_ttl  interval := coalesce((select value from pgwallet.settings where name = 'idempotency_ttl'),
+                               '24 hours')::interval;
     v_row  pgwallet.idempotency_keys;
 begin
-    perform pgwallet.check_request(length(p_key) between 1 and 255, 'idempotency_key',
-                                   'must be 1 to 255 characters');
+    if length(p_key) between 1 and 255 is not true then
+        perform pgwallet.raise_error('INVALID_REQUEST', 'idempotency_key: must be 1 to 255 characters',
+                                     'idempotency_key');
+    end if;
     loop
         insert into pgwallet.idempotency_keys (scope, key, request_hash, status, expires_at)
         values (p_scope, p_key, v_hash, 'pending', now() + v_ttl)

@@ -113,39 +113,40 @@ end
 $$;
 
 -- post_legs: posts the legs (p_debits[i] -> p_credits[i], p_amounts[i]) of one operation, atomically,
--- with an entry per side that keeps previous/new balance and version. With p_hold_id, leg 1 settles
--- that hold and p_held_release leaves the debit account's held amount. A procedure posts all its legs
--- in one call. Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per collector.
--- Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH,
--- INSUFFICIENT_FUNDS.
+-- with an entry per side that keeps previous/new balance and version; returns the transfer ids and
+-- the currency of each leg. With p_hold_id, leg 1 settles that hold and p_held_release leaves the
+-- debit account's held amount. A procedure posts all its legs in one call.
+-- Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per collector (all of its slots
+-- when money leaves a collector that must stay covered). Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND,
+-- ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH, INSUFFICIENT_FUNDS.
 create or replace function pgwallet.post_legs(
-    p_operation_id bigint,
-    p_kind         text,
-    p_debits       bigint[],
-    p_credits      bigint[],
-    p_amounts      bigint[],
-    p_metadata     jsonb default '{}',
-    p_hold_id      bigint default null,
-    p_held_release bigint default 0)
-returns bigint[]
+    p_operation_id   bigint,
+    p_kind           text,
+    p_debits         bigint[],
+    p_credits        bigint[],
+    p_amounts        bigint[],
+    p_metadata       jsonb default '{}',
+    p_hold_id        bigint default null,
+    p_held_release   bigint default 0,
+    out transfer_ids bigint[],
+    out currencies   text[])
 language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
 declare
     n          integer := coalesce(array_length(p_amounts, 1), 0);
-    -- one cell per account: an ordinary account row or one slot of a collector
+    -- one cell per account: an ordinary account row, or one slot of a collector
     c_id       bigint[] := '{}';
     c_currency text[] := '{}';
     c_status   text[] := '{}';
     c_negative boolean[] := '{}';
     c_slot     smallint[] := '{}';
     c_balance  bigint[] := '{}';
-    c_total    bigint[] := '{}';      -- whole account balance before (null when no check needs it)
+    c_total    bigint[] := '{}';      -- whole balance before, where a funds check needs it
     c_held     bigint[] := '{}';
     c_version  bigint[] := '{}';
-    c_net      bigint[] := '{}';
-    c_release  bigint[] := '{}';
-    -- entries
+    c_net      bigint[];
+    c_release  bigint[];
     e_transfer bigint[] := '{}';
     e_account  bigint[] := '{}';
     e_slot     smallint[] := '{}';
@@ -153,23 +154,36 @@ declare
     e_previous bigint[] := '{}';
     e_new      bigint[] := '{}';
     e_version  bigint[] := '{}';
-    t_id       bigint[];
-    t_currency text[] := '{}';
     a          record;
     v_slot     record;
+    v_id       bigint;
+    v_missing  bigint;
+    v_others   integer := 0;
+    v_rand     double precision := random();
+    v_ordinary integer;
     d          integer;
     c          integer;
     k          integer;
     v_field    text;
+    v_rule     text;
 begin
-    perform pgwallet.check_request(n between 1 and 1000 and array_length(p_debits, 1) = n
-                                   and array_length(p_credits, 1) = n, 'legs', 'must be 1 to 1000 legs');
+    if n not between 1 and 1000 or array_length(p_debits, 1) is distinct from n
+       or array_length(p_credits, 1) is distinct from n then
+        perform pgwallet.raise_error('INVALID_REQUEST', 'legs: must be 1 to 1000 legs', 'legs');
+    end if;
     for i in 1 .. n loop
-        perform pgwallet.check_request(p_debits[i] is not null, 'debit_account_id', 'is required');
-        perform pgwallet.check_request(p_credits[i] is not null, 'credit_account_id', 'is required');
-        perform pgwallet.check_request(p_amounts[i] > 0, 'amount', 'must be a positive whole number of minor units');
-        perform pgwallet.check_request(p_debits[i] <> p_credits[i], 'credit_account_id',
-                                       'must differ from debit_account_id');
+        if p_debits[i] is null then
+            v_field := 'debit_account_id';  v_rule := 'is required';
+        elsif p_credits[i] is null then
+            v_field := 'credit_account_id'; v_rule := 'is required';
+        elsif p_amounts[i] is null or p_amounts[i] <= 0 then
+            v_field := 'amount';            v_rule := 'must be a positive whole number of minor units';
+        elsif p_debits[i] = p_credits[i] then
+            v_field := 'credit_account_id'; v_rule := 'must differ from debit_account_id';
+        end if;
+        if v_field is not null then
+            perform pgwallet.raise_error('INVALID_REQUEST', v_field || ': ' || v_rule, v_field);
+        end if;
     end loop;
 
     for a in
@@ -184,34 +198,55 @@ begin
         c_balance := c_balance || a.balance;  c_total := c_total || a.balance;  c_held := c_held || a.held;
         c_version := c_version || a.version;
     end loop;
+    v_ordinary := coalesce(array_length(c_id, 1), 0);
 
-    for a in
-        select x.id, x.currency, x.status, x.allow_negative, x.slot_count
-        from pgwallet.accounts x
-        where x.id = any (p_debits || p_credits) and x.collector
-        order by x.id
-    loop
-        c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
-        c_negative := c_negative || a.allow_negative;  c_held := c_held || 0::bigint;
-        if not a.allow_negative and a.id = any (p_debits) then
-            -- money may leave and the total must cover it: take every slot, in slot order
-            perform 1 from pgwallet.account_slots s where s.account_id = a.id order by s.slot for update;
-            c_total := c_total || (select sum(s.balance)::bigint from pgwallet.account_slots s
-                                   where s.account_id = a.id);
-            select s.slot, s.balance, s.version into v_slot
-            from pgwallet.account_slots s where s.account_id = a.id order by s.slot limit 1;
-        else
-            c_total := c_total || null::bigint;
-            select * into v_slot from pgwallet.claim_slot(a.id, a.slot_count);
+    -- the rest are collectors (or unknown); with a single one, its slot is claimed in the same query
+    foreach v_id in array p_debits || p_credits loop
+        if array_position(c_id, v_id) is null and v_missing is distinct from v_id then
+            v_others := v_others + 1;
+            v_missing := v_id;
         end if;
-        c_slot := c_slot || v_slot.slot;  c_balance := c_balance || v_slot.balance;
-        c_version := c_version || v_slot.version;
     end loop;
+    if v_others > 0 then
+        for a in
+            select x.id, x.currency, x.status, x.allow_negative, x.slot_count,
+                   not x.allow_negative and x.id = any (p_debits) as covered, s.slot, s.balance, s.version
+            from pgwallet.accounts x
+            left join lateral (
+                select y.slot, y.balance, y.version
+                from pgwallet.account_slots y
+                where v_others = 1 and y.account_id = x.id
+                  and y.slot = floor(v_rand * x.slot_count)::smallint
+                  and (x.allow_negative or x.id <> all (p_debits))
+                for update skip locked) s on true
+            where x.id = any (p_debits || p_credits) and x.collector
+            order by x.id
+        loop
+            v_slot := a;
+            if a.covered then
+                -- money leaves and the whole balance must cover it: take every slot, in slot order
+                perform 1 from pgwallet.account_slots y where y.account_id = a.id order by y.slot for update;
+                select y.slot, y.balance, y.version into v_slot
+                from pgwallet.account_slots y where y.account_id = a.id order by y.slot limit 1;
+                c_total := c_total || (select sum(y.balance)::bigint from pgwallet.account_slots y
+                                       where y.account_id = a.id);
+            else
+                if a.slot is null then
+                    select * into v_slot from pgwallet.claim_slot(a.id, a.slot_count);
+                end if;
+                c_total := c_total || null::bigint;
+            end if;
+            c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
+            c_negative := c_negative || a.allow_negative;  c_held := c_held || 0::bigint;
+            c_slot := c_slot || v_slot.slot;  c_balance := c_balance || v_slot.balance;
+            c_version := c_version || v_slot.version;
+        end loop;
+    end if;
 
     c_net := array_fill(0::bigint, array[coalesce(array_length(c_id, 1), 0)]);
     c_release := c_net;
-    t_id := array(select nextval('pgwallet.transfers_id_seq')
-                  from generate_series(1, n));
+    transfer_ids := array(select nextval('pgwallet.transfers_id_seq') from generate_series(1, n));
+    currencies := '{}';
 
     for i in 1 .. n loop
         d := array_position(c_id, p_debits[i]);
@@ -223,11 +258,10 @@ begin
                 v_field);
         end if;
         foreach k in array array[d, c] loop
-            v_field := case when k = d then 'debit_account_id' else 'credit_account_id' end;
-            if c_status[k] = 'frozen' then
-                perform pgwallet.raise_error('ACCOUNT_FROZEN', pg_catalog.format('account %s', c_id[k]), v_field);
-            elsif c_status[k] = 'closed' then
-                perform pgwallet.raise_error('ACCOUNT_CLOSED', pg_catalog.format('account %s', c_id[k]), v_field);
+            if c_status[k] <> 'active' then
+                perform pgwallet.raise_error(case c_status[k] when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
+                    pg_catalog.format('account %s is %s', c_id[k], c_status[k]),
+                    case when k = d then 'debit_account_id' else 'credit_account_id' end);
             end if;
         end loop;
         if c_currency[d] <> c_currency[c] then
@@ -235,18 +269,18 @@ begin
                 pg_catalog.format('account %s holds %s, account %s holds %s',
                                   c_id[d], c_currency[d], c_id[c], c_currency[c]), 'credit_account_id');
         end if;
-        t_currency := t_currency || c_currency[d];
+        currencies := currencies || c_currency[d];
         if i = 1 and p_held_release > 0 then
             c_release[d] := p_held_release;
         end if;
         foreach k in array array[d, c] loop
-            e_transfer := e_transfer || t_id[i];
+            e_transfer := e_transfer || transfer_ids[i];
             e_account := e_account || c_id[k];
             e_slot := e_slot || c_slot[k];
             e_amount := e_amount || case when k = d then -p_amounts[i] else p_amounts[i] end;
             e_previous := e_previous || c_balance[k];
-            c_balance[k] := c_balance[k] + e_amount[array_length(e_amount, 1)];
-            c_net[k] := c_net[k] + e_amount[array_length(e_amount, 1)];
+            c_balance[k] := c_balance[k] + e_amount[array_upper(e_amount, 1)];
+            c_net[k] := c_net[k] + e_amount[array_upper(e_amount, 1)];
             c_version[k] := c_version[k] + 1;
             e_new := e_new || c_balance[k];
             e_version := e_version || c_version[k];
@@ -267,24 +301,27 @@ begin
                                     hold_id, kind, metadata)
     select t.id, p_operation_id, t.debit, t.credit, t.amount, t.currency,
            case when t.ord = 1 then p_hold_id end, p_kind, p_metadata
-    from unnest(t_id, p_debits, p_credits, p_amounts, t_currency)
+    from unnest(transfer_ids, p_debits, p_credits, p_amounts, currencies)
          with ordinality as t(id, debit, credit, amount, currency, ord);
 
     insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
                                   account_version)
     select * from unnest(e_transfer, e_account, e_slot, e_amount, e_previous, e_new, e_version);
 
-    update pgwallet.accounts x
-    set balance = x.balance + u.net, held = x.held - u.release, version = u.version, updated_at = now()
-    from unnest(c_id, c_slot, c_net, c_release, c_version) as u(id, slot, net, release, version)
-    where x.id = u.id and u.slot is null;
-
-    update pgwallet.account_slots x
-    set balance = u.balance, version = u.version
-    from unnest(c_id, c_slot, c_balance, c_version) as u(id, slot, balance, version)
-    where x.account_id = u.id and x.slot = u.slot;
-
-    return t_id;
+    if v_ordinary > 0 then
+        update pgwallet.accounts x
+        set balance = x.balance + u.net, held = x.held - u.release, version = u.version, updated_at = now()
+        from unnest(c_id[1:v_ordinary], c_net[1:v_ordinary], c_release[1:v_ordinary],
+                    c_version[1:v_ordinary]) as u(id, net, release, version)
+        where x.id = u.id;
+    end if;
+    if v_others > 0 then
+        update pgwallet.account_slots x
+        set balance = u.balance, version = u.version
+        from unnest(c_id[v_ordinary + 1:], c_slot[v_ordinary + 1:], c_balance[v_ordinary + 1:],
+                    c_version[v_ordinary + 1:]) as u(id, slot, balance, version)
+        where x.account_id = u.id and x.slot = u.slot;
+    end if;
 end
 $$;
 
@@ -306,10 +343,12 @@ declare
     v_request  jsonb;
     v_response jsonb;
     v_op       bigint;
-    v_ids      bigint[];
+    v_posted   record;
 begin
     p_metadata := coalesce(p_metadata, '{}');
-    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    if jsonb_typeof(p_metadata) <> 'object' then
+        perform pgwallet.raise_error('INVALID_REQUEST', 'metadata: must be a JSON object', 'metadata');
+    end if;
     v_request := jsonb_build_object('debit_account_id', p_debit_account_id, 'credit_account_id',
                                     p_credit_account_id, 'amount', p_amount, 'metadata', p_metadata);
     v_response := pgwallet.claim_idempotency_key('transfer', p_idempotency_key, v_request);
@@ -317,13 +356,12 @@ begin
         return v_response;
     end if;
     v_op := nextval('pgwallet.operation_id_seq');
-    v_ids := pgwallet.post_legs(v_op, 'transfer', array[p_debit_account_id], array[p_credit_account_id],
-                                array[p_amount], p_metadata);
+    v_posted := pgwallet.post_legs(v_op, 'transfer', array[p_debit_account_id], array[p_credit_account_id],
+                                   array[p_amount], p_metadata);
     v_response := jsonb_build_object(
-        'operation_id', v_op, 'transfer_ids', to_jsonb(v_ids), 'debit_account_id', p_debit_account_id,
-        'credit_account_id', p_credit_account_id, 'amount', p_amount,
-        'currency', (select currency from pgwallet.transfers where id = v_ids[1]),
-        'created_at', now(), 'replayed', false);
+        'operation_id', v_op, 'transfer_ids', to_jsonb(v_posted.transfer_ids), 'debit_account_id',
+        p_debit_account_id, 'credit_account_id', p_credit_account_id, 'amount', p_amount,
+        'currency', v_posted.currencies[1], 'created_at', now(), 'replayed', false);
     return pgwallet.complete_idempotency_key('transfer', p_idempotency_key, v_response);
 end
 $$;
@@ -345,7 +383,7 @@ declare
     v_request  jsonb;
     v_response jsonb;
     v_op       bigint;
-    v_ids      bigint[];
+    v_posted   record;
     v_debits   bigint[];
     v_credits  bigint[];
     v_amounts  bigint[];
@@ -377,8 +415,9 @@ begin
     into v_debits, v_credits, v_amounts
     from jsonb_array_elements(p_legs) with ordinality as x(l, o);
     v_op := nextval('pgwallet.operation_id_seq');
-    v_ids := pgwallet.post_legs(v_op, p_kind, v_debits, v_credits, v_amounts, p_metadata);
-    v_response := jsonb_build_object('operation_id', v_op, 'transfer_ids', to_jsonb(v_ids), 'kind', p_kind,
+    v_posted := pgwallet.post_legs(v_op, p_kind, v_debits, v_credits, v_amounts, p_metadata);
+    v_response := jsonb_build_object('operation_id', v_op, 'transfer_ids', to_jsonb(v_posted.transfer_ids),
+                                     'kind', p_kind,
                                      'legs', jsonb_array_length(p_legs), 'created_at', now(),
                                      'replayed', false);
     return pgwallet.complete_idempotency_key('post_operation', p_idempotency_key, v_response);
@@ -518,7 +557,7 @@ declare
     v_response jsonb;
     v_hold     pgwallet.holds;
     v_amount   bigint;
-    v_ids      bigint[];
+    v_posted   record;
 begin
     perform pgwallet.check_request(p_amount is null or p_amount > 0, 'amount',
                                    'must be a positive whole number of minor units');
@@ -531,11 +570,12 @@ begin
     v_amount := coalesce(p_amount, v_hold.amount);
     perform pgwallet.check_request(v_amount <= v_hold.amount, 'amount',
                                    pg_catalog.format('must not exceed the held %s', v_hold.amount));
-    v_ids := pgwallet.post_legs(nextval('pgwallet.operation_id_seq'), 'hold_capture', array[v_hold.account_id],
-                                array[v_hold.credit_account_id], array[v_amount], v_hold.metadata,
-                                v_hold.id, v_hold.amount);
+    v_posted := pgwallet.post_legs(nextval('pgwallet.operation_id_seq'), 'hold_capture',
+                                   array[v_hold.account_id], array[v_hold.credit_account_id], array[v_amount],
+                                   v_hold.metadata, v_hold.id, v_hold.amount);
     update pgwallet.holds
-    set status = 'captured', captured_amount = v_amount, settlement_transfer_id = v_ids[1], settled_at = now()
+    set status = 'captured', captured_amount = v_amount, settlement_transfer_id = v_posted.transfer_ids[1],
+        settled_at = now()
     where id = p_hold_id
     returning * into v_hold;
     return pgwallet.complete_idempotency_key('capture_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
