@@ -102,13 +102,15 @@ $$;
 -- transaction as its money movement. Locks: the key row (already ours). Raises: nothing.
 create or replace function pgwallet.complete_idempotency_key(p_scope text, p_key text, p_response jsonb)
 returns jsonb
-language sql
+language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
+begin
     update pgwallet.idempotency_keys
     set status = 'completed', response = p_response
-    where scope = p_scope and key = p_key
-    returning response
+    where scope = p_scope and key = p_key;
+    return p_response;
+end
 $$;
 
 -- purge_idempotency_keys: deletes up to p_batch_size expired keys and returns how many; call it in a

@@ -132,6 +132,7 @@ create or replace function pgwallet.post_legs(
     out currencies   text[])
 language plpgsql
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     n          integer := coalesce(array_length(p_amounts, 1), 0);
@@ -338,6 +339,7 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_request  jsonb;
@@ -378,6 +380,7 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_request  jsonb;
@@ -456,6 +459,7 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_response jsonb;
@@ -552,6 +556,7 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_response jsonb;
@@ -590,6 +595,7 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_response jsonb;
@@ -616,6 +622,7 @@ returns integer
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_ids   bigint[];
