@@ -50,46 +50,35 @@ as $$
     select value from pgwallet.settings where name = p_name
 $$;
 
--- claim_idempotency_key: claims (scope, key) for the current transaction and returns null, or returns
--- the response stored by the first request with this key, marked replayed. Locks: the key row; a
--- concurrent duplicate waits for the first transaction to commit, then replays it.
--- Raises: DUPLICATE_REQUEST when the key was used for a different request, INVALID_REQUEST for a bad key.
+-- claim_idempotency_key: returns null when (scope, key) is free for the current transaction, or the
+-- response stored by the first request with this key, marked replayed. Locks: a transaction advisory
+-- lock on the key, so a concurrent duplicate waits for the first transaction to commit, then replays
+-- it. Raises: DUPLICATE_REQUEST when the key was used for a different request, INVALID_REQUEST for a
+-- bad key.
 create or replace function pgwallet.claim_idempotency_key(p_scope text, p_key text, p_request jsonb)
 returns jsonb
 language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
 declare
-    v_hash text := md5(p_request::text);
-    v_ttl  interval := coalesce((select value from pgwallet.settings where name = 'idempotency_ttl'),
-                               '24 hours')::interval;
-    v_row  pgwallet.idempotency_keys;
+    v_row pgwallet.idempotency_keys;
 begin
     if length(p_key) between 1 and 255 is not true then
         perform pgwallet.raise_error('INVALID_REQUEST', 'idempotency_key: must be 1 to 255 characters',
                                      'idempotency_key');
     end if;
-    loop
-        insert into pgwallet.idempotency_keys (scope, key, request_hash, status, expires_at)
-        values (p_scope, p_key, v_hash, 'pending', now() + v_ttl)
-        on conflict (scope, key) do nothing;
-        if found then
-            return null;
-        end if;
-        select * into v_row from pgwallet.idempotency_keys
-        where scope = p_scope and key = p_key
-        for update;
-        exit when found;   -- else it was purged in between: claim it again
-    end loop;
-    if v_row.expires_at <= now() then
-        -- expired but not purged yet: the key is free again
-        update pgwallet.idempotency_keys
-        set request_hash = v_hash, status = 'pending', response = null,
-            created_at = now(), expires_at = now() + v_ttl
-        where scope = p_scope and key = p_key;
+    -- class 1885828980 is 'pgwt': pgwallet's own advisory lock space
+    perform pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext(p_scope || '/' || p_key));
+    select * into v_row from pgwallet.idempotency_keys where scope = p_scope and key = p_key;
+    if not found then
         return null;
     end if;
-    if v_row.request_hash <> v_hash then
+    if v_row.expires_at <= now() then
+        -- expired but not purged yet: the key is free again
+        delete from pgwallet.idempotency_keys where scope = p_scope and key = p_key;
+        return null;
+    end if;
+    if v_row.request_hash <> md5(p_request::text) then
         perform pgwallet.raise_error('DUPLICATE_REQUEST',
             pg_catalog.format('key %s was first used for a different %s request', p_key, p_scope),
             'idempotency_key', 'use a new key for a new request');
@@ -98,17 +87,20 @@ begin
 end
 $$;
 
--- complete_idempotency_key: stores the response of the request that claimed (scope, key), in the same
--- transaction as its money movement. Locks: the key row (already ours). Raises: nothing.
-create or replace function pgwallet.complete_idempotency_key(p_scope text, p_key text, p_response jsonb)
+-- complete_idempotency_key: stores the key with the request's hash and its response, in the same
+-- transaction as the money movement (the unique key is a second line of defence). Locks: the new
+-- row. Raises: nothing of its own (a unique violation would mean a caller skipped the claim).
+create or replace function pgwallet.complete_idempotency_key(p_scope text, p_key text, p_request jsonb,
+                                                             p_response jsonb)
 returns jsonb
 language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
 begin
-    update pgwallet.idempotency_keys
-    set status = 'completed', response = p_response
-    where scope = p_scope and key = p_key;
+    insert into pgwallet.idempotency_keys (scope, key, request_hash, status, response, expires_at)
+    values (p_scope, p_key, md5(p_request::text), 'completed', p_response,
+            now() + coalesce((select value from pgwallet.settings where name = 'idempotency_ttl'),
+                             '24 hours')::interval);
     return p_response;
 end
 $$;

@@ -364,7 +364,7 @@ begin
         'operation_id', v_op, 'transfer_ids', to_jsonb(v_posted.transfer_ids), 'debit_account_id',
         p_debit_account_id, 'credit_account_id', p_credit_account_id, 'amount', p_amount,
         'currency', v_posted.currencies[1], 'created_at', now(), 'replayed', false);
-    return pgwallet.complete_idempotency_key('transfer', p_idempotency_key, v_response);
+    return pgwallet.complete_idempotency_key('transfer', p_idempotency_key, v_request, v_response);
 end
 $$;
 
@@ -423,7 +423,7 @@ begin
                                      'kind', p_kind,
                                      'legs', jsonb_array_length(p_legs), 'created_at', now(),
                                      'replayed', false);
-    return pgwallet.complete_idempotency_key('post_operation', p_idempotency_key, v_response);
+    return pgwallet.complete_idempotency_key('post_operation', p_idempotency_key, v_request, v_response);
 end
 $$;
 
@@ -462,6 +462,7 @@ set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
+    v_request  jsonb;
     v_response jsonb;
     v_account  pgwallet.accounts;
     v_credit   pgwallet.accounts;
@@ -474,9 +475,10 @@ begin
     perform pgwallet.check_request(p_account_id is distinct from p_credit_account_id, 'credit_account_id',
                                    'must differ from account_id');
     perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
-    v_response := pgwallet.claim_idempotency_key('place_hold', p_idempotency_key, jsonb_build_object(
-        'account_id', p_account_id, 'credit_account_id', p_credit_account_id, 'amount', p_amount,
-        'timeout_seconds', p_timeout_seconds, 'metadata', p_metadata));
+    v_request := jsonb_build_object('account_id', p_account_id, 'credit_account_id', p_credit_account_id,
+                                    'amount', p_amount, 'timeout_seconds', p_timeout_seconds,
+                                    'metadata', p_metadata);
+    v_response := pgwallet.claim_idempotency_key('place_hold', p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
@@ -514,7 +516,8 @@ begin
     values (p_account_id, p_credit_account_id, p_amount, v_account.currency,
             now() + make_interval(secs => p_timeout_seconds), p_metadata)
     returning * into v_hold;
-    return pgwallet.complete_idempotency_key('place_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+    return pgwallet.complete_idempotency_key('place_hold', p_idempotency_key, v_request,
+                                             pgwallet.hold_json(v_hold));
 end
 $$;
 
@@ -559,6 +562,7 @@ set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
+    v_request  jsonb;
     v_response jsonb;
     v_hold     pgwallet.holds;
     v_amount   bigint;
@@ -566,8 +570,8 @@ declare
 begin
     perform pgwallet.check_request(p_amount is null or p_amount > 0, 'amount',
                                    'must be a positive whole number of minor units');
-    v_response := pgwallet.claim_idempotency_key('capture_hold', p_idempotency_key,
-                                                 jsonb_build_object('hold_id', p_hold_id, 'amount', p_amount));
+    v_request := jsonb_build_object('hold_id', p_hold_id, 'amount', p_amount);
+    v_response := pgwallet.claim_idempotency_key('capture_hold', p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
@@ -583,7 +587,8 @@ begin
         settled_at = now()
     where id = p_hold_id
     returning * into v_hold;
-    return pgwallet.complete_idempotency_key('capture_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+    return pgwallet.complete_idempotency_key('capture_hold', p_idempotency_key, v_request,
+                                             pgwallet.hold_json(v_hold));
 end
 $$;
 
@@ -598,11 +603,12 @@ set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
+    v_request  jsonb;
     v_response jsonb;
     v_hold     pgwallet.holds;
 begin
-    v_response := pgwallet.claim_idempotency_key('void_hold', p_idempotency_key,
-                                                 jsonb_build_object('hold_id', p_hold_id));
+    v_request := jsonb_build_object('hold_id', p_hold_id);
+    v_response := pgwallet.claim_idempotency_key('void_hold', p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
@@ -610,7 +616,8 @@ begin
     update pgwallet.accounts set held = held - v_hold.amount, updated_at = now() where id = v_hold.account_id;
     update pgwallet.holds set status = 'voided', settled_at = now() where id = p_hold_id
     returning * into v_hold;
-    return pgwallet.complete_idempotency_key('void_hold', p_idempotency_key, pgwallet.hold_json(v_hold));
+    return pgwallet.complete_idempotency_key('void_hold', p_idempotency_key, v_request,
+                                             pgwallet.hold_json(v_hold));
 end
 $$;
 
@@ -731,14 +738,18 @@ as $$
           group by t.currency) e
     where e.total <> 0
     union all
-    -- every transfer has one debit and one credit entry of its amount
+    -- every transfer has exactly one debit and one credit entry of its amount, and no entry is orphaned
     select 'transfer_balanced', null, t.currency, pg_catalog.format('transfer %s', t.id)
     from pgwallet.transfers t
-    where (select count(*) from pgwallet.entries x where x.transfer_id = t.id) <> 2
-       or not exists (select 1 from pgwallet.entries x where x.transfer_id = t.id
-                      and x.account_id = t.debit_account_id and x.amount = -t.amount)
-       or not exists (select 1 from pgwallet.entries x where x.transfer_id = t.id
-                      and x.account_id = t.credit_account_id and x.amount = t.amount)
+    left join pgwallet.entries x on x.transfer_id = t.id
+    group by t.id, t.currency, t.debit_account_id, t.credit_account_id, t.amount
+    having count(x.id) <> 2
+        or count(*) filter (where x.account_id = t.debit_account_id and x.amount = -t.amount) <> 1
+        or count(*) filter (where x.account_id = t.credit_account_id and x.amount = t.amount) <> 1
+    union all
+    select 'transfer_balanced', x.account_id, null, pg_catalog.format('entry %s has no transfer', x.id)
+    from pgwallet.entries x
+    where not exists (select 1 from pgwallet.transfers t where t.id = x.transfer_id)
     union all
     -- each balance (an ordinary account, or a collector's slot) equals the sum of its entries
     select 'balance_matches_entries', b.id, b.currency,
