@@ -20,7 +20,7 @@ create table pgwallet.settings (
 
 insert into pgwallet.settings (name, value, description) values
     ('idempotency_ttl', '24 hours', 'How long an idempotency key replays its first response.'),
-    ('collector_slots', '32', 'Balance slots given to a new collector account (revenue, fees, clearing).');
+    ('collector_slots', '64', 'Balance slots given to a new collector account (revenue, fees, clearing).');
 
 create table pgwallet.error_catalogue (
     code        text primary key check (code ~ '^[A-Z][A-Z_]+$'),

@@ -21,7 +21,7 @@ as $$
 declare
     v_collector boolean := coalesce(p_collector, p_kind in ('revenue', 'fees', 'clearing'));
     v_slots     smallint := case when v_collector
-                                 then coalesce(pgwallet.setting('collector_slots'), '32')::smallint
+                                 then coalesce(pgwallet.setting('collector_slots'), '64')::smallint
                                  else 0 end;
     v_id        bigint;
 begin
@@ -78,8 +78,8 @@ begin
 end
 $$;
 
--- claim_slot: one balance slot of collector p_account_id, locked for this transaction. It tries a
--- random slot, then any unlocked one, and waits only when every slot is busy.
+-- claim_slot: one balance slot of collector p_account_id, locked for this transaction: the first
+-- unlocked one from a random slot on, wrapping around; it waits only when every slot is busy.
 -- Locks: one account_slots row. Raises: nothing.
 create or replace function pgwallet.claim_slot(p_account_id bigint, p_slot_count smallint,
                                                out slot smallint, out balance bigint, out version bigint)
@@ -87,18 +87,11 @@ language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
 declare
-    v_try smallint := floor(random() * p_slot_count)::smallint;
+    v_from smallint := floor(random() * p_slot_count)::smallint;
 begin
     select s.slot, s.balance, s.version into slot, balance, version
     from pgwallet.account_slots s
-    where s.account_id = p_account_id and s.slot = v_try
-    for update skip locked;
-    if found then
-        return;
-    end if;
-    select s.slot, s.balance, s.version into slot, balance, version
-    from pgwallet.account_slots s
-    where s.account_id = p_account_id
+    where s.account_id = p_account_id and s.slot >= v_from
     order by s.slot
     limit 1
     for update skip locked;
@@ -107,7 +100,16 @@ begin
     end if;
     select s.slot, s.balance, s.version into slot, balance, version
     from pgwallet.account_slots s
-    where s.account_id = p_account_id and s.slot = v_try
+    where s.account_id = p_account_id and s.slot < v_from
+    order by s.slot
+    limit 1
+    for update skip locked;
+    if found then
+        return;
+    end if;
+    select s.slot, s.balance, s.version into slot, balance, version
+    from pgwallet.account_slots s
+    where s.account_id = p_account_id and s.slot = v_from
     for update;
 end
 $$;
