@@ -22,6 +22,7 @@ class AppContext:
     def __init__(self, url: str | None) -> None:
         self._url = url
         self._client: Client | None = None
+        self.as_json = False  # set by any subcommand's --json, so errors come out as JSON too
 
     @property
     def url(self) -> str:
@@ -38,7 +39,7 @@ class AppContext:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.url, min_size=1, max_size=4).open()
+            self._client = Client(self.url, min_size=1, max_size=4, timeout=5).open(wait=True)
         return self._client
 
     def close(self) -> None:
@@ -48,7 +49,15 @@ class AppContext:
 
 pass_app = click.make_pass_decorator(AppContext)
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def _remember_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    app = ctx.find_object(AppContext)
+    if value and app is not None:
+        app.as_json = True
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_remember_json,
+                           help="Print the result as JSON (errors too).")
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 

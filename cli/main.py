@@ -7,6 +7,7 @@ Exit codes: 0 done; 1 refused by a rule or the database is unreachable (the erro
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from typing import Any
 
@@ -25,7 +26,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except PgWalletError as exc:
-            if ctx.params.get("as_json") or "--json" in sys.argv:
+            if isinstance(ctx.obj, AppContext) and ctx.obj.as_json:
                 click.echo(json.dumps({"error": exc.to_dict()}), err=True)
             else:
                 click.echo(f"error: {exc}", err=True)
@@ -134,4 +135,6 @@ _register()
 
 
 def main() -> None:
+    # the pool's retries would print a warning per attempt; the one error line is ours
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
     cli(prog_name="pgwallet")

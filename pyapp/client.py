@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pyapp.api import Procedures
-from pyapp.errors import DatabaseError, PgWalletError, from_sqlstate
+from pyapp.errors import DatabaseError, PgWalletError, from_sqlstate, invalid
 from pyapp.procedures import ProcedureSpec, SyncInvoker, T
 from pyapp.settings import database_url, plain_url, prepared_statements_enabled
 
@@ -38,7 +39,12 @@ class Client(SyncInvoker, Procedures):
         resolved = database_url(url)
         if not resolved:
             raise DatabaseError(detail="no database URL: pass one or set DATABASE_URL")
+        try:
+            conninfo_to_dict(plain_url(resolved))
+        except psycopg.ProgrammingError as exc:
+            raise invalid("database_url", f"is not a PostgreSQL URL ({exc})") from None
         prepared = prepared_statements_enabled() if prepared_statements is None else prepared_statements
+        self.timeout = timeout
         self.pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
             plain_url(resolved),
             min_size=min_size,
@@ -51,8 +57,13 @@ class Client(SyncInvoker, Procedures):
         )
         self._sql: dict[str, str] = {}
 
-    def open(self) -> Client:
-        self.pool.open()
+    def open(self, *, wait: bool = False) -> Client:
+        """Open the pool; with ``wait``, fail fast (DATABASE_ERROR) when the database is out of reach."""
+        try:
+            self.pool.open(wait=wait, timeout=self.timeout)
+        except PoolTimeout as exc:
+            self.pool.close()
+            raise DatabaseError(detail=f"cannot connect within {self.timeout:g} s") from exc
         return self
 
     def close(self) -> None:

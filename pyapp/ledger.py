@@ -11,13 +11,13 @@ from typing import Annotated, Any
 
 from pyapp.procedures import (
     AMOUNT,
-    ARRAY,
     BATCH,
     CURRENCY,
     FLAG,
     ID,
     IDENTIFIER,
     KEY,
+    LEGS,
     LIMIT,
     NAME,
     OBJECT,
@@ -63,7 +63,7 @@ def transfer(debit_account_id: AccountId, credit_account_id: AccountId, amount: 
 
 
 @procedure("pgwallet.post_operation")
-def post_operation(legs: Annotated[Sequence[Mapping[str, int]], ARRAY], idempotency_key: IdempotencyKey,
+def post_operation(legs: Annotated[Sequence[Mapping[str, int]], LEGS], idempotency_key: IdempotencyKey,
                    kind: Annotated[str | None, IDENTIFIER] = None, metadata: Metadata = None) -> Operation:
     """Post several legs ``{debit_account_id, credit_account_id, amount}`` as one operation, all or none."""
     raise NotImplementedError

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from yoyo import get_backend, read_migrations
 
+from pyapp.client import error_from_psycopg
 from pyapp.settings import yoyo_url
 
 
@@ -37,11 +39,17 @@ class MigrationState:
 
 @contextmanager
 def _backend(database_url: str) -> Iterator[tuple[Any, Any]]:
-    backend = get_backend(yoyo_url(database_url))
+    """yoyo's backend under its lock; database errors come out as pgwallet errors, not tracebacks."""
+    try:
+        backend = get_backend(yoyo_url(database_url))
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from exc
     try:
         migrations = read_migrations(str(migrations_dir()))
         with backend.lock():
             yield backend, migrations
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from exc
     finally:
         backend.connection.close()
 

@@ -10,14 +10,14 @@ from decimal import Decimal
 
 from pyapp.errors import InvalidRequest, invalid
 
-_DECIMAL = re.compile(r"^\s*(\d{1,18})(?:\.(\d+))?\s*$")
+_DECIMAL = re.compile(r"^\s*([0-9]{1,19})(?:\.([0-9]+))?\s*$")
 
 
 def to_minor(text: str | Decimal | int, exponent: int, *, field: str = "amount") -> int:
     """``to_minor("12.50", 2) == 1250``; refuses more decimals than the currency has, signs and floats."""
     if isinstance(text, bool | float):
         raise invalid(field, "must be a decimal string such as 12.50, not a float")
-    match = _DECIMAL.match(str(text))
+    match = _DECIMAL.match(format(text, "f") if isinstance(text, Decimal) else str(text))
     if not match:
         raise invalid(field, "must be a positive decimal such as 12.50")
     whole, fraction = match.group(1), (match.group(2) or "").rstrip("0")

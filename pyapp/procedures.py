@@ -49,15 +49,24 @@ def _whole(lo: int, hi: int, what: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _text_problem(value: str) -> str | None:
+    """PostgreSQL text holds no NUL, and only what encodes as UTF-8 (no lone surrogates)."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode text (no lone surrogates)"
+    return None
+
+
 def _text(lo: int, hi: int) -> Callable[[Any], str | None]:
     def check(value: Any) -> str | None:
         if not isinstance(value, str):
             return "must be a string"
         if not lo <= len(value) <= hi:
             return f"must be {lo} to {hi} characters"
-        if "\x00" in value:
-            return "must not contain NUL characters"
-        return None
+        return _text_problem(value)
 
     return check
 
@@ -72,15 +81,17 @@ def _one_of(*choices: str) -> Callable[[Any], str | None]:
 def _json_safe(value: Any, depth: int = 0) -> bool:
     if depth > 20:
         return False
-    if value is None or isinstance(value, bool | str):
-        return not (isinstance(value, str) and "\x00" in value)
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        return _text_problem(value) is None
     if isinstance(value, int):
         return BIGINT_MIN <= value <= BIGINT_MAX
     if isinstance(value, float):
         return math.isfinite(value)
     if isinstance(value, Mapping):
         return all(
-            isinstance(k, str) and "\x00" not in k and _json_safe(v, depth + 1) for k, v in value.items()
+            isinstance(k, str) and _text_problem(k) is None and _json_safe(v, depth + 1) for k, v in value.items()
         )
     if isinstance(value, list | tuple):
         return all(_json_safe(v, depth + 1) for v in value)
@@ -99,6 +110,28 @@ def _json_array(value: Any) -> str | None:
     return None if _json_safe(list(value)) else "must hold only JSON values"
 
 
+def _legs(value: Any) -> str | None:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not 1 <= len(value) <= 1000:
+        return "must be a list of 1 to 1000 legs"
+    for leg in value:
+        if not isinstance(leg, Mapping) or set(leg) != {"debit_account_id", "credit_account_id", "amount"}:
+            return "each leg is {debit_account_id, credit_account_id, amount}"
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= BIGINT_MAX for v in leg.values()):
+            return "each leg holds positive whole numbers (ids and minor units)"
+        if leg["debit_account_id"] == leg["credit_account_id"]:
+            return "a leg's credit_account_id must differ from its debit_account_id"
+    return None
+
+
+def _to_json(value: Any) -> Any:
+    """Plain dicts and lists for json.dumps, whatever Mapping or Sequence the caller passed."""
+    if isinstance(value, Mapping):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
 def _boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
 
@@ -114,6 +147,7 @@ BATCH = Rule("integer", _whole(1, 100000, "1 to 100000"))
 FLAG = Rule("boolean", _boolean)
 OBJECT = Rule("jsonb", _json_object)
 ARRAY = Rule("jsonb", _json_array)
+LEGS = Rule("jsonb", _legs)
 IDENTIFIER = Rule("text", _text(1, 63))
 
 
@@ -137,7 +171,7 @@ class Param:
         if broken:
             raise invalid(self.name, broken)
         if self.rule.sql_type == "jsonb":
-            return json.dumps(value if isinstance(value, Mapping) else list(value), separators=(",", ":"))
+            return json.dumps(_to_json(value if isinstance(value, Mapping) else list(value)), separators=(",", ":"))
         return value
 
 

@@ -213,7 +213,7 @@ def test_hold_errors(ledger: Ledger, db_url: str) -> None:
     user, performer = ledger.funded(100), ledger.funded(0, kind="performer")
     tokens = c.open_account("TOKEN", "performer").id
     revenue = c.open_account("EUR", "revenue").id
-    assert refused(db_url, errors.InsufficientFunds, c.place_hold, user, performer, 101, "h").field == "amount"
+    assert refused(db_url, errors.InsufficientFunds, c.place_hold, user, performer, 101, "h").field == "account_id"
     refused(db_url, errors.CurrencyMismatch, c.place_hold, user, tokens, 1, "h")
     refused(db_url, errors.AccountNotFound, c.place_hold, 10**12, performer, 1, "h")
     assert refused(db_url, errors.InvalidRequest, c.place_hold, revenue, user, 1, "h").field == "account_id"

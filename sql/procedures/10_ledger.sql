@@ -276,6 +276,10 @@ begin
         if i = 1 and p_held_release > 0 then
             c_release[d] := p_held_release;
         end if;
+        if c_balance[d] < p_amounts[i] - 9223372036854775807 or c_balance[c] > 9223372036854775807 - p_amounts[i] then
+            perform pgwallet.raise_error('INVALID_REQUEST',
+                'amount: would take a balance beyond the bigint range of minor units', 'amount');
+        end if;
         foreach k in array array[d, c] loop
             e_transfer := e_transfer || transfer_ids[i];
             e_account := e_account || c_id[k];
@@ -403,10 +407,11 @@ begin
            or jsonb_typeof(l -> 'debit_account_id') is distinct from 'number'
            or jsonb_typeof(l -> 'credit_account_id') is distinct from 'number'
            or jsonb_typeof(l -> 'amount') is distinct from 'number'
-           or (l ->> 'amount') !~ '^[0-9]{1,18}$'
-           or (l ->> 'debit_account_id') !~ '^[0-9]{1,18}$'
-           or (l ->> 'credit_account_id') !~ '^[0-9]{1,18}$'),
-        'legs', 'each leg is {debit_account_id, credit_account_id, amount} with whole numbers');
+           or (l ->> 'amount') !~ '^[1-9][0-9]{0,17}$'
+           or (l ->> 'debit_account_id') !~ '^[1-9][0-9]{0,17}$'
+           or (l ->> 'credit_account_id') !~ '^[1-9][0-9]{0,17}$'
+           or (l -> 'debit_account_id') = (l -> 'credit_account_id')),
+        'legs', 'each leg is {debit_account_id, credit_account_id, amount}: positive whole numbers, two accounts');
     perform pgwallet.check_request(p_kind ~ '^[a-z][a-z0-9_]{0,62}$', 'kind', 'must be a lower-case identifier');
     perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
     v_request := jsonb_build_object('legs', p_legs, 'kind', p_kind, 'metadata', p_metadata);
@@ -511,7 +516,7 @@ begin
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
-                              v_account.balance - v_account.held, p_amount), 'amount');
+                              v_account.balance - v_account.held, p_amount), 'account_id');
     end if;
     update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
     insert into pgwallet.holds (account_id, credit_account_id, amount, currency, expires_at, metadata)
