@@ -74,7 +74,7 @@ create table pgwallet.account_slots (
     balance    bigint not null default 0,
     version    bigint not null default 0,
     primary key (account_id, slot)
-);
+) with (fillfactor = 10);  -- a few slots a page: concurrent payers do not all update one page
 
 create sequence pgwallet.operation_id_seq;
 

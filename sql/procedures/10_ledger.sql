@@ -203,7 +203,8 @@ begin
     end loop;
     v_ordinary := coalesce(array_length(c_id, 1), 0);
 
-    -- the rest are collectors (or unknown); with a single one, its slot is claimed in the same query
+    -- the rest are collectors (or unknown); with a single one, its first free slot from a random one on is
+    -- claimed in the same query
     foreach v_id in array p_debits || p_credits loop
         if array_position(c_id, v_id) is null and v_missing is distinct from v_id then
             v_others := v_others + 1;
@@ -219,8 +220,10 @@ begin
                 select y.slot, y.balance, y.version
                 from pgwallet.account_slots y
                 where v_others = 1 and y.account_id = x.id
-                  and y.slot = floor(v_rand * x.slot_count)::smallint
+                  and y.slot >= floor(v_rand * x.slot_count)::smallint
                   and (x.allow_negative or x.id <> all (p_debits))
+                order by y.slot
+                limit 1
                 for update skip locked) s on true
             where x.id = any (p_debits || p_credits) and x.collector
             order by x.id
