@@ -66,7 +66,7 @@ def process(db_url: str, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module", autouse=True)
 def unreachable() -> Iterator[subprocess.Popen[str]]:
     """``pgwallet`` on a port nobody listens on, started with the module: it gives up only after the
-    client's 10 s pool timeout, so it waits in the background while the other tests run."""
+    CLI's 5 s connection timeout, so it waits in the background while the other tests run."""
     proc = subprocess.Popen([str(PGWALLET), "--database-url", "postgresql://postgres@127.0.0.1:1/x", "account",
                              "show", "1"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
