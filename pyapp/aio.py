@@ -38,7 +38,6 @@ class AsyncClient(AsyncInvoker, Procedures):
         self.statement_cache_size = 100 if prepared else 0
         self.pool: Any = None
         self._lock = asyncio.Lock()
-        self._sql: dict[str, str] = {}
 
     async def open(self) -> AsyncClient:
         async with self._lock:
@@ -64,14 +63,11 @@ class AsyncClient(AsyncInvoker, Procedures):
 
     async def _invoke(self, spec: ProcedureSpec[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         params = spec.bind(args, kwargs)
-        sql = self._sql.get(spec.sql_name)
-        if sql is None:
-            sql = self._sql[spec.sql_name] = spec.sql(lambda i: f"${i}")
         if self.pool is None:
             await self.open()
         try:
             async with self.pool.acquire(timeout=self.timeout) as conn:
-                records = await conn.fetch(sql, *params)
+                records = await conn.fetch(spec.numeric_sql, *params)
         except asyncpg.PostgresError as exc:
             raise error_from_asyncpg(exc) from exc
         except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:

@@ -55,7 +55,6 @@ class Client(SyncInvoker, Procedures):
             kwargs={"autocommit": True, "row_factory": dict_row,
                     "prepare_threshold": 0 if prepared else None},
         )
-        self._sql: dict[str, str] = {}
 
     def open(self, *, wait: bool = False) -> Client:
         """Open the pool; with ``wait``, fail fast (DATABASE_ERROR) when the database is out of reach."""
@@ -77,14 +76,11 @@ class Client(SyncInvoker, Procedures):
 
     def _invoke(self, spec: ProcedureSpec[T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         params = spec.bind(args, kwargs)
-        sql = self._sql.get(spec.sql_name)
-        if sql is None:
-            sql = self._sql[spec.sql_name] = spec.sql(lambda _: "%s")
         if self.pool.closed:
             self.pool.open()
         try:
             with self.pool.connection() as conn:
-                rows = conn.execute(sql, params).fetchall()
+                rows = conn.execute(spec.format_sql, params).fetchall()
         except psycopg.Error as exc:
             raise error_from_psycopg(exc) from exc
         except Exception as exc:  # pool timeout, closed pool: the database is out of reach

@@ -104,12 +104,6 @@ def _json_object(value: Any) -> str | None:
     return None if _json_safe(value) else "must hold only JSON values (strings without NUL, finite numbers)"
 
 
-def _json_array(value: Any) -> str | None:
-    if isinstance(value, str | bytes) or not isinstance(value, Sequence):
-        return "must be a JSON array"
-    return None if _json_safe(list(value)) else "must hold only JSON values"
-
-
 def _legs(value: Any) -> str | None:
     if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not 1 <= len(value) <= 1000:
         return "must be a list of 1 to 1000 legs"
@@ -146,7 +140,6 @@ LIMIT = Rule("integer", _whole(1, 1000, "1 to 1000"))
 BATCH = Rule("integer", _whole(1, 100000, "1 to 100000"))
 FLAG = Rule("boolean", _boolean)
 OBJECT = Rule("jsonb", _json_object)
-ARRAY = Rule("jsonb", _json_array)
 LEGS = Rule("jsonb", _legs)
 IDENTIFIER = Rule("text", _text(1, 63))
 
@@ -160,7 +153,6 @@ class Param:
     name: str
     rule: Rule
     optional: bool  # None is allowed and sent as SQL null (the function's own default applies)
-    default: Any
 
     def bind(self, value: Any) -> Any:
         if value is None:
@@ -196,6 +188,16 @@ class ProcedureSpec(Generic[T]):
         if self.shape == "scalar":
             return f"select {self.sql_name}({args}) as result"
         return f"select * from {self.sql_name}({args})"
+
+    @functools.cached_property
+    def format_sql(self) -> str:
+        """The statement with ``%s`` placeholders (psycopg)."""
+        return self.sql(lambda _: "%s")
+
+    @functools.cached_property
+    def numeric_sql(self) -> str:
+        """The statement with ``$n`` placeholders (asyncpg)."""
+        return self.sql(lambda i: f"${i}")
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> list[Any]:
         """Validate the call's arguments and return them in SQL order; raises INVALID_REQUEST."""
@@ -271,11 +273,11 @@ def procedure(
         hints = typing.get_type_hints(fn, include_extras=True)
         signature = inspect.signature(fn)
         params = []
-        for name, parameter in signature.parameters.items():
+        for name in signature.parameters:
             hint = hints[name]
             rule = next(m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Rule))
             optional = type(None) in typing.get_args(typing.get_args(hint)[0])
-            params.append(Param(name, rule, optional, parameter.default))
+            params.append(Param(name, rule, optional))
         result_type = hints["return"]
         item_type = typing.get_args(result_type)[0] if shape == "rows" else result_type
         decoder = decode or getattr(item_type, "from_mapping", None)

@@ -134,7 +134,7 @@ create table pgwallet.idempotency_keys (
     scope        text not null,
     key          text not null check (length(key) between 1 and 255),
     request_hash text not null,
-    status       text not null check (status in ('pending', 'completed')),
+    status       text not null check (status = 'completed'),  -- written once, with its response
     response     jsonb,
     created_at   timestamptz not null default now(),
     expires_at   timestamptz not null,
