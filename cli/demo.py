@@ -1,11 +1,13 @@
-"""``pgwallet demo``: a short tour of the ledger core against the configured database.
+"""``pgwallet demo``: a tour of every domain against the configured database, then the invariant check.
 
-It opens fresh accounts on every run (keys are unique per run), so it can be run again and again.
+Each domain contributes one section, a function ``(client, url, run, say)`` listed in ``SECTIONS``.
+Every run opens fresh accounts (keys are unique per run), so the demo can be run again and again.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import click
@@ -15,16 +17,12 @@ from cli.ledger import describe, describe_hold
 from pyapp.client import Client
 from pyapp.errors import InsufficientFunds
 
+Say = Callable[[str], None]
 
-@click.command()
-@click.option("--terminals", default=8, show_default=True, help="Concurrent payers into one bar account.")
-@pass_app
-def demo(app: AppContext, terminals: int) -> None:
-    """Open accounts, move money, place and settle holds, print balances and the invariant check."""
-    run = uuid.uuid4().hex[:8]
-    c = app.client
-    say = click.echo
-    say(f"== pgwallet demo (run {run})")
+
+def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> None:
+    """Accounts, transfers, a two-leg operation, holds, and concurrent payers into one bar account."""
+    say("== ledger core")
     world = c.open_account("EUR", "system", name=f"funding {run}")
     bar = c.open_account("EUR", "revenue", name=f"bar revenue {run}")
     fees = c.open_account("EUR", "fees", name=f"platform fees {run}")
@@ -51,7 +49,7 @@ def demo(app: AppContext, terminals: int) -> None:
     say("   " + describe_hold(c.void_hold(h2.hold_id, f"{run}-void-2"), 2))
 
     say(f"-- {terminals} terminals charge alice 1.00 at once until her card is empty")
-    with ThreadPoolExecutor(terminals) as pool, Client(app.url, max_size=terminals) as terminal_client:
+    with ThreadPoolExecutor(terminals) as pool, Client(url, max_size=terminals) as terminal_client:
         def pay(i: int) -> bool:
             try:
                 terminal_client.transfer(alice.id, bar.id, 100, f"{run}-terminal-{i}")
@@ -65,7 +63,21 @@ def demo(app: AppContext, terminals: int) -> None:
     say("-- balances")
     for acc in (world, bar, fees, alice, bob):
         say("   " + describe(c.get_account(acc.id)))
-    violations = c.check_invariants()
+
+
+SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour,)
+
+
+@click.command()
+@pass_app
+def demo(app: AppContext) -> None:
+    """Run every domain's section, print balances, end with the invariant check (exit 1 if violated)."""
+    run = uuid.uuid4().hex[:8]
+    say = click.echo
+    say(f"== pgwallet demo (run {run})")
+    for section in SECTIONS:
+        section(app.client, app.url, run, say)
+    violations = app.client.check_invariants()
     say("-- pgwallet check: " + ("ok, every ledger invariant holds" if not violations
                                  else f"{len(violations)} VIOLATIONS: {violations}"))
     if violations:

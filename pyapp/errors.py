@@ -104,12 +104,21 @@ class InvalidStateTransition(RequestRejected):
     default_message = "Invalid state transition"
 
 
+# Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
+# (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039).
+
+
+def _catalogued(cls: type[PgWalletError]) -> list[type[PgWalletError]]:
+    """``cls`` and its subclasses that declare a SQLSTATE of their own."""
+    found = [cls] if cls.sqlstate and "sqlstate" in vars(cls) else []
+    for sub in cls.__subclasses__():
+        found.extend(_catalogued(sub))
+    return found
+
+
 #: Errors raised by SQL, by SQLSTATE: the Python side of ``pgwallet.error_catalogue``.
 CATALOGUE: dict[str, type[PgWalletError]] = {
-    cls.sqlstate: cls
-    for cls in (InvalidRequest, NotFound, AccountNotFound, AccountFrozen, AccountClosed, CurrencyMismatch,
-                InsufficientFunds, DuplicateRequest, HoldNotFound, HoldExpired, InvalidStateTransition)
-    if cls.sqlstate
+    cls.sqlstate: cls for cls in _catalogued(PgWalletError) if cls.sqlstate
 }
 
 #: Every code a caller can see, including those raised only by Python.

@@ -125,3 +125,21 @@ def purge_idempotency_keys(batch_size: Annotated[int, BATCH] = 1000) -> int:
 def check_invariants() -> list[InvariantViolation]:
     """Every violated ledger invariant; an empty list means the ledger is sound."""
     raise NotImplementedError
+
+
+class LedgerProcedures:
+    """The ledger core's procedures, as methods of both clients (see ``pyapp.api``)."""
+
+    open_account = open_account
+    set_account_status = set_account_status
+    transfer = transfer
+    post_operation = post_operation
+    place_hold = place_hold
+    capture_hold = capture_hold
+    void_hold = void_hold
+    expire_holds = expire_holds
+    get_account = get_account
+    get_hold = get_hold
+    account_history = account_history
+    purge_idempotency_keys = purge_idempotency_keys
+    check_invariants = check_invariants

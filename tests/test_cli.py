@@ -433,7 +433,7 @@ def test_no_database_configured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
 
 
 def test_demo(db_url: str, client: Client) -> None:
-    result = ok(db_url, "demo", "--terminals", "4")
+    result = ok(db_url, "demo")
     lines = result.output.splitlines()
     assert lines[0].startswith("== pgwallet demo (run ")
     assert lines[-1] == "-- pgwallet check: ok, every ledger invariant holds"
@@ -442,7 +442,7 @@ def test_demo(db_url: str, client: Client) -> None:
     assert accepted and (int(accepted.group(1)), int(accepted.group(2))) == (40, 20)
     assert client.check_invariants() == []
     # it can run again on the same database
-    assert ok(db_url, "demo", "--terminals", "2").output.splitlines()[-1].endswith("ok, every ledger invariant holds")
+    assert ok(db_url, "demo").output.splitlines()[-1].endswith("ok, every ledger invariant holds")
 
 
 # -- the installed console script, as a real process ---------------------------------------------

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from pyapp import AsyncClient, Client
 from pyapp.api import Procedures
 from pyapp.errors import InvalidRequest, PgWalletError, RequestRejected
-from pyapp.ledger import ACCOUNT_KINDS, ACCOUNT_STATUSES
+from pyapp.ledger import ACCOUNT_KINDS, ACCOUNT_STATUSES, LedgerProcedures
 from pyapp.money import format_minor, to_minor
 from pyapp.procedures import Procedure
 
@@ -404,9 +404,10 @@ def test_async_client_refuses_like_the_sync_client(db_url: str, client: Client, 
     assert snapshot(db_url) == before
 
 
-def test_every_procedure_is_covered() -> None:
-    declared = {name for name, value in vars(Procedures).items() if isinstance(value, Procedure)}
+def test_every_ledger_procedure_is_covered() -> None:
+    declared = {name for name, value in vars(LedgerProcedures).items() if isinstance(value, Procedure)}
     assert declared - {"check_invariants"} == set(METHODS)
+    assert all(getattr(Procedures, name) is getattr(LedgerProcedures, name) for name in declared)
 
 
 def test_valid_calls_succeed(db_url: str, client: Client) -> None:

@@ -731,75 +731,6 @@ begin
 end
 $$;
 
--- check_invariants: one row per violated ledger invariant; no row when the ledger is sound.
--- Locks nothing (reads one snapshot). Raises: nothing.
-create or replace function pgwallet.check_invariants()
-returns table (invariant text, account_id bigint, currency text, detail text)
-language sql
-stable
-security definer
-set search_path = pgwallet, pg_temp
-as $$
-    -- per currency, all entries sum to zero
-    select 'entries_sum_to_zero', null::bigint, e.currency,
-           pg_catalog.format('entries sum to %s', e.total)
-    from (select t.currency, sum(x.amount) as total
-          from pgwallet.entries x join pgwallet.transfers t on t.id = x.transfer_id
-          group by t.currency) e
-    where e.total <> 0
-    union all
-    -- every transfer has exactly one debit and one credit entry of its amount, and no entry is orphaned
-    select 'transfer_balanced', null, t.currency, pg_catalog.format('transfer %s', t.id)
-    from pgwallet.transfers t
-    left join pgwallet.entries x on x.transfer_id = t.id
-    group by t.id, t.currency, t.debit_account_id, t.credit_account_id, t.amount
-    having count(x.id) <> 2
-        or count(*) filter (where x.account_id = t.debit_account_id and x.amount = -t.amount) <> 1
-        or count(*) filter (where x.account_id = t.credit_account_id and x.amount = t.amount) <> 1
-    union all
-    select 'transfer_balanced', x.account_id, null, pg_catalog.format('entry %s has no transfer', x.id)
-    from pgwallet.entries x
-    where not exists (select 1 from pgwallet.transfers t where t.id = x.transfer_id)
-    union all
-    -- each balance (an ordinary account, or a collector's slot) equals the sum of its entries
-    select 'balance_matches_entries', b.id, b.currency,
-           pg_catalog.format('balance %s (slot %s), entries sum to %s', b.balance, b.slot, coalesce(s.total, 0))
-    from (select a.id, a.currency, null::smallint as slot, a.balance from pgwallet.accounts a where not a.collector
-          union all
-          select a.id, a.currency, x.slot, x.balance from pgwallet.accounts a
-          join pgwallet.account_slots x on x.account_id = a.id) b
-    left join (select x.account_id, x.slot, sum(x.amount) as total from pgwallet.entries x
-               group by x.account_id, x.slot) s
-           on s.account_id = b.id and s.slot is not distinct from b.slot
-    where b.balance <> coalesce(s.total, 0)
-    union all
-    -- held equals the sum of the account's open holds
-    select 'held_matches_open_holds', a.id, a.currency,
-           pg_catalog.format('held %s, open holds sum to %s', a.held, coalesce(h.total, 0))
-    from pgwallet.accounts a
-    left join (select h.account_id, sum(h.amount) as total from pgwallet.holds h where h.status = 'open'
-               group by h.account_id) h on h.account_id = a.id
-    where a.held <> coalesce(h.total, 0)
-    union all
-    -- no account without allow_negative has a negative available amount
-    select 'available_not_negative', b.id, b.currency, pg_catalog.format('available %s', b.available)
-    from pgwallet.account_balances b
-    where not b.allow_negative and b.available < 0
-    union all
-    -- a captured hold has exactly its settlement transfer; a voided or expired one has none
-    select 'hold_settled_once', h.account_id, h.currency,
-           pg_catalog.format('hold %s is %s with %s transfers', h.id, h.status,
-                             (select count(*) from pgwallet.transfers t where t.hold_id = h.id))
-    from pgwallet.holds h
-    where case h.status
-              when 'captured' then (select count(*) from pgwallet.transfers t
-                                    where t.hold_id = h.id and t.amount = h.captured_amount
-                                      and t.id = h.settlement_transfer_id) <> 1
-                                or (select count(*) from pgwallet.transfers t where t.hold_id = h.id) <> 1
-              else exists (select 1 from pgwallet.transfers t where t.hold_id = h.id)
-          end
-$$;
-
 -- What each role may call. The owner runs everything; nothing here is executable by PUBLIC.
 grant execute on function
     pgwallet.transfer(bigint, bigint, bigint, text, jsonb),
@@ -815,7 +746,5 @@ grant execute on function
 grant execute on function
     pgwallet.set_account_status(bigint, text),
     pgwallet.expire_holds(integer),
-    pgwallet.purge_idempotency_keys(integer),
-    pgwallet.check_invariants()
+    pgwallet.purge_idempotency_keys(integer)
     to pgwallet_staff;
-grant execute on function pgwallet.check_invariants() to pgwallet_readonly;
