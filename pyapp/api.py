@@ -7,8 +7,9 @@ one base class here, adding a procedure one spec and one line in its domain's cl
 
 from __future__ import annotations
 
+from pyapp.cashless import CashlessProcedures
 from pyapp.ledger import LedgerProcedures
 
 
-class Procedures(LedgerProcedures):
+class Procedures(LedgerProcedures, CashlessProcedures):
     """Every public pgwallet procedure."""

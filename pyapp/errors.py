@@ -104,6 +104,43 @@ class InvalidStateTransition(RequestRejected):
     default_message = "Invalid state transition"
 
 
+class CardNotFound(NotFound):
+    code, sqlstate, default_message = "CARD_NOT_FOUND", "W0012", "Card not found"
+
+
+class CardBlocked(RequestRejected):
+    """The card's own status (lost, stolen, replaced, cashed out), not the ledger account's frozen status."""
+
+    code, sqlstate, http_status, default_message = "CARD_BLOCKED", "W0013", 409, "Card is blocked"
+
+
+class LimitExceeded(RequestRejected):
+    code, sqlstate, http_status = "LIMIT_EXCEEDED", "W0014", 422
+    default_message = "A recharge limit is exceeded"
+
+
+class OrderNotFound(NotFound):
+    code, sqlstate, default_message = "ORDER_NOT_FOUND", "W0015", "Order not found"
+
+
+class StaffNotAuthorized(RequestRejected):
+    code, sqlstate, http_status = "STAFF_NOT_AUTHORIZED", "W0016", 403
+    default_message = "Staff member is unknown or not active"
+
+
+class CheckpointNotFound(NotFound):
+    code, sqlstate, default_message = "CHECKPOINT_NOT_FOUND", "W0017", "Checkpoint not found"
+
+
+class BarNotFound(NotFound):
+    code, sqlstate, default_message = "BAR_NOT_FOUND", "W0018", "Point of sale not found"
+
+
+class CardUidTaken(RequestRejected):
+    code, sqlstate, http_status = "CARD_UID_TAKEN", "W0019", 409
+    default_message = "A card with this NFC uid exists"
+
+
 # Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
 # (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039).
 

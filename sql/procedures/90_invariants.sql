@@ -69,6 +69,31 @@ as $$
                                 or (select count(*) from pgwallet.transfers t where t.hold_id = h.id) <> 1
               else exists (select 1 from pgwallet.transfers t where t.hold_id = h.id)
           end
+    union all
+    -- cashless: every card is a 'card' account of its own currency
+    select 'cashless_card_account', c.account_id, c.currency, pg_catalog.format('card %s', c.id)
+    from pgwallet.cards c left join pgwallet.accounts a on a.id = c.account_id
+    where a.id is null or a.kind <> 'card' or a.currency <> c.currency
+    union all
+    -- cashless: every bar order has its transfer, of its amount, from its card to its bar's revenue
+    select 'cashless_order_paid_once', null, o.currency, pg_catalog.format('order %s', o.id)
+    from pgwallet.bar_orders o
+    where not exists (select 1 from pgwallet.transfers t
+                      join pgwallet.cards c on c.id = o.card_id
+                      join pgwallet.bars b on b.id = o.bar_id
+                      where t.id = o.transfer_id and t.operation_id = o.operation_id and t.kind = 'bar_order'
+                        and t.amount = o.total_amount and t.debit_account_id = c.account_id
+                        and t.credit_account_id = b.revenue_account_id)
+       or o.total_amount <> (select sum(l.quantity * l.unit_price) from pgwallet.bar_order_items l
+                             where l.order_id = o.id)
+    union all
+    -- cashless: an order's refunded amount is the sum of its refunds, and never more than it cost
+    select 'cashless_refunds_match', null, o.currency,
+           pg_catalog.format('order %s: refunded %s, refunds sum to %s', o.id, o.refunded_amount, coalesce(r.total, 0))
+    from pgwallet.bar_orders o
+    left join (select order_id, sum(amount) as total from pgwallet.bar_refunds group by order_id) r
+           on r.order_id = o.id
+    where o.refunded_amount <> coalesce(r.total, 0)
 $$;
 
 grant execute on function pgwallet.check_invariants() to pgwallet_staff, pgwallet_readonly;
