@@ -183,6 +183,17 @@ class Checkpoint(Result):
 
 
 @dataclass(frozen=True)
+class CheckpointState(Result):
+    id: int
+    name: str
+    currency: str
+    exponent: int
+    drawer_account_id: int
+    expected_cash: int
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class BarOrder(Result):
     order_id: int
     card_id: int
@@ -372,6 +383,12 @@ def create_checkpoint(name: Annotated[str, NAME], currency: Annotated[str | None
     raise NotImplementedError
 
 
+@procedure("pgwallet.get_checkpoint")
+def get_checkpoint(checkpoint_id: Annotated[int, ID]) -> CheckpointState:
+    """A checkpoint with the cash its drawer should hold now."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.process_bar_order")
 def process_bar_order(card_id: CardId, items: Annotated[Sequence[Mapping[str, Any]], ITEMS], total_amount: Amount,
                       client_request_id: RequestId, point_of_sale: Annotated[str, Rule("text", _text(1, 64))]
@@ -450,6 +467,7 @@ class CashlessProcedures:
     create_staff = create_staff
     set_staff_status = set_staff_status
     create_checkpoint = create_checkpoint
+    get_checkpoint = get_checkpoint
     process_bar_order = process_bar_order
     refund_bar_order = refund_bar_order
     get_bar_order = get_bar_order

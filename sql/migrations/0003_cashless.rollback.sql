@@ -11,7 +11,7 @@ begin
                                  'process_bar_order', 'refund_bar_order', 'get_bar_order',
                                  'process_stripe_recharge', 'process_checkpoint_recharge', 'close_drawer',
                                  'cash_out_card', 'cards_to_cash_out', 'cash_out_cards',
-                                 'recharge_json') loop
+                                 'recharge_json', 'get_checkpoint') loop
         execute pg_catalog.format('drop routine %s', f);
     end loop;
 end

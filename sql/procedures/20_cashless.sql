@@ -345,6 +345,31 @@ begin
 end
 $$;
 
+-- get_checkpoint: a checkpoint with its currency's exponent and the cash its drawer should hold now.
+-- Locks nothing. Raises: CHECKPOINT_NOT_FOUND.
+create or replace function pgwallet.get_checkpoint(p_checkpoint_id bigint)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_result jsonb;
+begin
+    select to_jsonb(k) || jsonb_build_object('exponent', c.exponent, 'expected_cash', -a.balance) into v_result
+    from pgwallet.checkpoints k
+    join pgwallet.currencies c on c.code = k.currency
+    join pgwallet.accounts a on a.id = k.drawer_account_id
+    where k.id = p_checkpoint_id;
+    if v_result is null then
+        perform pgwallet.raise_error('CHECKPOINT_NOT_FOUND', pg_catalog.format('checkpoint %s', p_checkpoint_id),
+                                     'checkpoint_id');
+    end if;
+    return v_result;
+end
+$$;
+
 -- process_bar_order: one order at a bar terminal: checks the items against total_amount, locks the card,
 -- debits it and credits the bar's revenue (a collector slot), records the order and its items, once per
 -- client_request_id. Writes no scan log. Locks: the card row, its account, one revenue slot.
@@ -926,6 +951,7 @@ grant execute on function
     pgwallet.create_staff(text),
     pgwallet.set_staff_status(bigint, text),
     pgwallet.create_checkpoint(text, text),
+    pgwallet.get_checkpoint(bigint),
     pgwallet.close_drawer(bigint, bigint, bigint, text),
     pgwallet.cash_out_card(bigint, text, bigint),
     pgwallet.cards_to_cash_out(),
