@@ -106,7 +106,8 @@ def build(client: Client) -> Fest:
     client.refund_bar_order(refunded, f"{tag}-refund")
     client.process_checkpoint_recharge(main, 100, staff, checkpoint, "card", f"{tag}-cp")
     client.close_drawer(checkpoint, staff, 100, f"{tag}-drawer")
-    used = {"replace_card": f"{tag}-replace", "process_bar_order": f"{tag}-order-2", "refund_bar_order": f"{tag}-refund",
+    used = {"replace_card": f"{tag}-replace", "process_bar_order": f"{tag}-order-2",
+            "refund_bar_order": f"{tag}-refund",
             "process_stripe_recharge": f"cs_{tag}_1", "process_checkpoint_recharge": f"{tag}-cp",
             "close_drawer": f"{tag}-drawer", "cash_out_card": f"{tag}-cashout"}
     entry = client.card_history(main, limit=1)[0].entry_id
