@@ -349,3 +349,78 @@ def closeout(app: AppContext, fee: str | None, batch_size: int, yes: bool, as_js
 
 
 COMMANDS = (card, recharge, bar, order, staff, checkpoint, drawer, closeout)
+
+
+def demo_festival(c: Client, url: str, run: str, say: Callable[[str], None], terminals: int = 8) -> None:
+    """A festival: cards, recharges both ways (a Stripe webhook redelivered, a checkpoint), bar orders from
+    concurrent terminals, a refund, a lost card replaced, a drawer closed, and the cards cashed out."""
+    import json
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pyapp import stripe_signature
+    from pyapp.edge import Edge
+    from pyapp.errors import InsufficientFunds
+
+    say("== cashless festival")
+    tag = run.upper()
+    bars = [c.create_bar(f"bar-{run}-{i}", f"Bar {i}") for i in range(2)]
+    staff_member = c.create_staff(f"Sam {run}")
+    gate = c.create_checkpoint(f"North gate {run}")
+    alice = c.issue_card(f"04A{tag}", holder="Alice")
+    bob = c.issue_card(f"04B{tag}", holder="Bob")
+    say(f"-- issued {describe_card(alice)}; {describe_card(bob)}")
+
+    say("-- Alice pays 40.00 online: Stripe delivers the webhook three times, one recharge")
+    secret = f"whsec_demo_{run}"
+    edge = Edge(c, stripe_secret=secret)
+    payload = json.dumps({"id": f"evt_{run}", "type": "checkout.session.completed", "data": {"object": {
+        "id": f"cs_demo_{run}", "amount_total": 4000, "currency": "eur", "payment_status": "paid",
+        "metadata": {"card_id": str(alice.card_id)}}}}).encode()
+    for delivery in range(3):
+        status, body = edge.handle("stripe_webhook", payload,
+                                   {"Stripe-Signature": stripe_signature.header(payload, secret)})
+        say(f"   delivery {delivery + 1}: HTTP {status}, replayed={body['data']['recharge']['replayed']}")
+    forged = edge.handle("stripe_webhook", payload, {"Stripe-Signature": "t=1,v1=00"})
+    say(f"   a forged delivery: HTTP {forged[0]} {forged[1]['error']['code']}")
+
+    say("-- Bob pays 25.00 cash at the North gate (the terminal retries: same request id, one recharge)")
+    for _ in range(2):
+        done = c.process_checkpoint_recharge(bob.card_id, 2500, staff_member.id, gate.id, "cash", f"{run}-bob-cash")
+        say("   " + describe_recharge(done, 2))
+
+    say(f"-- {terminals} terminals on two bars sell Alice 3.00 orders at once until her card is empty")
+    order_items = [{"sku": "beer", "name": "Beer", "quantity": 1, "unit_price": 250},
+                   {"sku": "cup", "name": "Cup deposit", "quantity": 1, "unit_price": 50}]
+    with ThreadPoolExecutor(terminals) as pool, Client(url, max_size=terminals) as terminal_client:
+        def sell(i: int) -> int | None:
+            try:
+                return terminal_client.process_bar_order(alice.card_id, order_items, 300,
+                                                         f"{run}-t{i % terminals}-{i}", bars[i % 2].code).order_id
+            except InsufficientFunds:
+                return None
+
+        sold = list(pool.map(sell, range(16)))
+    orders = [o for o in sold if o is not None]
+    say(f"   {len(orders)} orders accepted, {sold.count(None)} refused with INSUFFICIENT_FUNDS; "
+        + describe_card(c.get_card(alice.card_id)))
+
+    say("-- the bar refunds the cup deposit of one order")
+    refund = c.refund_bar_order(orders[0], f"{run}-refund", items=[{"sku": "cup", "quantity": 1}])
+    say(f"   refunded {format_minor(refund.amount, 2)} EUR to card {refund.card_id}")
+
+    say("-- Bob loses his card: a new one takes the whole balance, the old one is blocked")
+    swap = c.replace_card(bob.card_id, f"04C{tag}", f"{run}-replace", reason="lost")
+    say(f"   {describe_card(c.get_card(swap.old_card_id))}\n   {describe_card(c.get_card(swap.new_card_id))}")
+    scan = c.lookup_card(bob.uid, location="bar 1", device="terminal 3")
+    say(f"   a terminal scans the old card: {scan.status} (written to the scan log)")
+
+    say("-- end of shift: the drawer is counted and handed to the cash office")
+    closing = c.close_drawer(gate.id, staff_member.id, 2500, f"{run}-drawer")
+    say(f"   expected {format_minor(closing.expected_amount, 2)}, counted {format_minor(closing.counted_amount, 2)}, "
+        f"difference {format_minor(closing.difference, 2)}")
+
+    say("-- close-out (pgwallet closeout does this for every card, in batches): 0.50 fee per card")
+    for card_ in (alice.card_id, swap.new_card_id):
+        out = c.cash_out_card(card_, f"{run}-cashout-{card_}", fee=50)
+        say(f"   card {card_}: {format_minor(out.amount, 2)} EUR to {out.payout_method}, "
+            f"fee {format_minor(out.fee, 2)}")

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
+from cli.cashless import demo_festival
 from cli.context import AppContext, pass_app
 from cli.ledger import describe, describe_hold
 from pyapp.client import Client
@@ -65,7 +66,7 @@ def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> 
         say("   " + describe(c.get_account(acc.id)))
 
 
-SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour,)
+SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour, demo_festival)
 
 
 @click.command()

@@ -114,3 +114,13 @@ def test_closeout_pays_every_card(client: Client, db_url: str) -> None:
     assert done == {"cards": 5, "amount": 1000 + 1000 - 250, "fee": 250}
     assert client.get_card(w["card"]).status == "cashed_out"
     assert json.loads(ok(db_url, "closeout", "--yes", "--json").stdout)["cards"] == 0
+
+
+def test_demo_has_a_festival(client: Client, db_url: str) -> None:
+    out = ok(db_url, "demo").stdout
+    festival = out[out.index("== cashless festival"):]
+    assert festival.count("replayed=True") == 2 and "replayed=False" in festival
+    assert "a forged delivery: HTTP 400 INVALID_SIGNATURE" in festival
+    assert "13 orders accepted, 3 refused with INSUFFICIENT_FUNDS" in festival  # 40.00 / 3.00
+    assert "refunded 0.50 EUR" in festival and "replaced by card" in festival
+    assert out.splitlines()[-1] == "-- pgwallet check: ok, every ledger invariant holds"
