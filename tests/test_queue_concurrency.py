@@ -51,7 +51,7 @@ def test_ten_concurrent_starts_one_started(stage: Stage, db_url: str) -> None:
     assert Counter(type(r).__name__ for r in results) == {"QueueItem": 1, "AlreadyProcessing": 9}
     assert c.get_queue_depth(performer).started == 1
     started = next(r for r in results if not isinstance(r, Exception))
-    assert [e.item_id for e in c.get_performer_queue(performer)][0] == started.item_id
+    assert c.get_performer_queue(performer)[0].item_id == started.item_id
     # and ten starts of the one item: one wins, the others find it STARTED
     other = stage.performer()
     item = stage.enqueue(other, user, 10)
