@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Callable
 
 import click
@@ -215,3 +216,79 @@ def queue_watch(app: AppContext, performer_ids: tuple[int, ...], purchases: bool
 
 
 COMMANDS = (queue,)
+
+
+def demo_live_show(c: Client, url: str, run: str, say: Say) -> None:
+    """A live show: tip-grid purchases both ways, the performer works through the queue, a user abandons,
+    the sweep refunds an item that overran, and every queue event is counted by a listener."""
+    import psycopg
+
+    from pyapp.errors import AlreadyProcessing
+
+    say("== live show (queue with escrow, tip grid)")
+    mint = c.open_account("TOKEN", "system", name=f"token mint {run}").id
+    fees = c.open_account("TOKEN", "fees", name=f"platform fees {run}").id
+    luna = c.open_account("TOKEN", "performer", name=f"luna {run}").id
+    max_ = c.open_account("TOKEN", "performer", name=f"max {run}").id
+    users = {name: c.open_account("TOKEN", "user_wallet", name=f"{name} {run}").id
+             for name in ("alice", "bob", "carol", "dave")}
+    for name, user in users.items():
+        c.transfer(mint, user, 1000, f"{run}-tokens-{name}")
+    c.configure_performer_queue(luna, fees, fee_bps=2000)
+    c.configure_performer_queue(max_, fees, fee_bps=2000, grace_percent=100)
+    say(f"-- luna's and max's queues: 20 % platform fee to account {fees}; four users with 1000 tokens each")
+    flash = c.create_tip_menu_item(luna, "flash", 50, expected_duration_seconds=30)
+    song = c.create_tip_menu_item(luna, "song request", 100, expected_duration_seconds=180)
+    dance = c.create_tip_menu_item(luna, "dance", 200, expected_duration_seconds=120)
+
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"listen pgwallet_queue_{luna}")
+        listener.execute("listen purchased_item_success")
+
+        say("-- alice buys a flash, IMMEDIATE: paid to luna at once")
+        bought = c.purchase_tip_grid_item(users["alice"], luna, flash.tip_menu_item_id,
+                                          idempotency_key=f"{run}-alice-flash")
+        say(f"   purchase {bought.purchased_item_id} {bought.status} ({bought.price} tokens)")
+        say("-- bob and carol buy QUEUED items, alice adds a chip-menu request: they wait in escrow")
+        bob = c.purchase_tip_grid_item(users["bob"], luna, song.tip_menu_item_id, "QUEUED",
+                                       idempotency_key=f"{run}-bob-song")
+        carol = c.purchase_tip_grid_item(users["carol"], luna, dance.tip_menu_item_id, "QUEUED",
+                                         idempotency_key=f"{run}-carol-dance")
+        chip = c.create_queue_item(luna, users["alice"], 75, "say my name", f"{run}-alice-chip",
+                                   source_feature="chip_menu", expected_duration_seconds=20)
+        for p in (bob, carol):
+            say(f"   purchase {p.purchased_item_id} {p.status}: item {p.queue_item_id}, position {p.position}")
+        say(f"   chip item {chip.item_id}: position {chip.position} of {chip.total_in_queue}, "
+            f"wait ~{chip.estimated_wait_seconds} s")
+        for entry in c.get_performer_queue(luna):
+            say("   " + describe_entry(entry))
+
+        say("-- luna starts bob's song; starting carol's dance too is refused")
+        c.start_item(bob.queue_item_id, f"{run}-start-bob")
+        try:
+            c.start_item(carol.queue_item_id, f"{run}-start-carol")
+        except AlreadyProcessing as exc:
+            say(f"   {exc.code}: {exc.detail}")
+        done = c.complete_item(bob.queue_item_id, f"{run}-finish-bob")
+        say("   " + describe_item(done))
+        say(f"   bob's purchase is now {c.get_purchased_item(bob.purchased_item_id).status}")
+        say("-- carol gives up waiting: her dance is abandoned, her tokens come back")
+        c.abandon_item(carol.queue_item_id, "had to leave", f"{run}-abandon-carol")
+        say(f"   carol's purchase is now {c.get_purchased_item(carol.purchased_item_id).status}")
+        c.start_item(chip.item_id, f"{run}-start-chip")
+        say("   " + describe_item(c.complete_item(chip.item_id, f"{run}-finish-chip")))
+        events = list(listener.notifies(timeout=0.5))
+
+    say("-- max starts dave's 1-second request and overruns it; the sweep refunds it")
+    stale = c.create_queue_item(max_, users["dave"], 300, "one-second trick", f"{run}-dave",
+                                expected_duration_seconds=1)
+    c.start_item(stale.item_id, f"{run}-start-dave")
+    time.sleep(1.2)
+    swept = c.expire_stale_queue_items()
+    say(f"   sweep: {swept.abandoned} abandoned, {swept.refunded} refunded; "
+        + describe_item(c.get_queue_item(stale.item_id)))
+    say(f"-- a listener on luna's channel and purchased_item_success saw {len(events)} events: "
+        + ", ".join(sorted({n.channel.replace(str(luna), 'LUNA') for n in events})))
+    say("-- balances")
+    for account in (*users.values(), luna, max_, fees):
+        say("   " + describe(c.get_account(account)))

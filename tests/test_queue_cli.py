@@ -98,3 +98,17 @@ def test_queue_show_as_a_process(client: Client, db_url: str) -> None:
     done = process(db_url, "queue", "finish", str(item), "--yes")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: INVALID_STATE_TRANSITION: ") and "Traceback" not in done.stderr
+
+
+def test_demo_live_show(client: Client, db_url: str) -> None:
+    from cli.queue import demo_live_show
+
+    lines: list[str] = []
+    demo_live_show(client, db_url, "t1", lines.append)
+    text = "\n".join(lines)
+    assert "purchase 1 SUCCESS (50 tokens)" in text
+    assert "ALREADY_PROCESSING" in text
+    assert "bob's purchase is now SUCCESS" in text and "carol's purchase is now REFUNDED" in text
+    assert "sweep: 0 abandoned, 1 refunded" in text
+    assert "saw 11 events" in text
+    assert client.check_invariants() == []
