@@ -303,3 +303,16 @@ def test_events_reach_the_performers_channel(stage: Stage, db_url: str) -> None:
         ("CREATED", None, 1), ("STARTED", "CREATED", 1), ("FINISHED", "STARTED", 0)]
     assert {e["item_id"] for e in got} == {item}
     assert [e["positions_changed"] for e in got] == [False, True, True]
+
+
+def test_queue_events_can_be_switched_off(stage: Stage, db_url: str) -> None:
+    c = stage.client
+    performer, user = stage.performer(), stage.user()
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute(f"listen pgwallet_queue_{performer}")
+        listener.execute("update pgwallet.settings set value = 'off' where name = 'queue_events'")
+        c.start_item(stage.enqueue(performer, user), "s")
+        assert list(listener.notifies(timeout=0.5)) == []
+        listener.execute("update pgwallet.settings set value = 'on' where name = 'queue_events'")
+        stage.enqueue(performer, user)
+        assert len(list(listener.notifies(timeout=0.5))) == 1

@@ -23,3 +23,4 @@ drop table if exists pgwallet.queue_items;
 drop sequence if exists pgwallet.queue_items_id_seq;
 drop table if exists pgwallet.performer_queues;
 delete from pgwallet.error_catalogue where code in ('QUEUE_FULL', 'ALREADY_PROCESSING');
+delete from pgwallet.settings where name = 'queue_events';

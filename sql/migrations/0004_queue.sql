@@ -8,6 +8,9 @@ insert into pgwallet.error_catalogue (code, sqlstate, http_status, message) valu
     ('QUEUE_FULL',         'W0020', 409, 'The performer''s queue is full'),
     ('ALREADY_PROCESSING', 'W0021', 409, 'The performer is already performing another item');
 
+insert into pgwallet.settings (name, value, description) values
+    ('queue_events', 'on', 'on: every queue transition notifies channel pgwallet_queue_<performer_id>; off: none.');
+
 -- One row per performer who takes paid requests: where the platform fee goes, how much it is, how many
 -- items may wait, and the timeouts of the sweep. Enqueues and starts lock this row (never the account).
 create table pgwallet.performer_queues (

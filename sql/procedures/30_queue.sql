@@ -137,9 +137,10 @@ as $$
     from pgwallet.queue_position(p_item.performer_id, p_item.ticket, p_item.status) p
 $$;
 
--- notify_queue_item: tells the performer's channel that p_item moved from p_previous_status (null: new).
--- The payload is small: item, status, whether positions behind it changed, and the queue's depth.
--- Locks nothing (the notification is sent at commit).
+-- notify_queue_item: tells the performer's channel that p_item moved from p_previous_status (null: new),
+-- unless setting queue_events is 'off'. The payload is small: item, status, whether positions behind it
+-- changed, and the queue's depth. Locks nothing of ours; PostgreSQL sends it at commit, and serializes
+-- the commits of notifying transactions (see docs/queue.md). Raises: nothing.
 create or replace function pgwallet.notify_queue_item(p_item pgwallet.queue_items, p_previous_status text)
 returns void
 language sql
@@ -151,6 +152,7 @@ as $$
         'positions_changed', not p_item.pass_through and p_previous_status is not null,
         'depth', (select count(*) from pgwallet.queue_items q
                   where q.performer_id = p_item.performer_id and q.status in ('CREATED', 'STARTED')))::text)
+    where coalesce(pgwallet.setting('queue_events'), 'on') <> 'off'
 $$;
 
 -- enqueue_item: the intake shared by create_queue_item and purchase_tip_grid_item. Places the hold on the
