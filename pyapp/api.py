@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pyapp.cashless import CashlessProcedures
 from pyapp.ledger import LedgerProcedures
+from pyapp.queue import QueueProcedures
 
 
-class Procedures(LedgerProcedures, CashlessProcedures):
+class Procedures(LedgerProcedures, CashlessProcedures, QueueProcedures):
     """Every public pgwallet procedure."""

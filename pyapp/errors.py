@@ -141,6 +141,20 @@ class CardUidTaken(RequestRejected):
     default_message = "A card with this NFC uid exists"
 
 
+class QueueFull(RequestRejected):
+    """The performer's queue holds its most open items: the request may succeed later, not now."""
+
+    code, sqlstate, http_status = "QUEUE_FULL", "W0020", 409
+    default_message = "The performer's queue is full"
+
+
+class AlreadyProcessing(RequestRejected):
+    """The performer is already performing another item: finish or abandon it first."""
+
+    code, sqlstate, http_status = "ALREADY_PROCESSING", "W0021", 409
+    default_message = "The performer is already performing another item"
+
+
 # Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
 # (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039).
 

@@ -45,7 +45,8 @@ def functions(url: str) -> set[str]:
 
 
 def test_up_down_up_gives_an_identical_schema(empty_db: str) -> None:
-    every = [s.id for s in migrations.status(empty_db)]
+    every = sorted(p.name.removesuffix(".sql") for p in migrations.migrations_dir().glob("*.sql")
+                   if not p.name.endswith(".rollback.sql"))
     assert every[:2] == ["0001_schema_and_roles", "0002_ledger"]
     assert migrations.migrate(empty_db) == every
     first = schema_dump(empty_db)

@@ -631,6 +631,50 @@ begin
 end
 $$;
 
+-- capture_hold_split: settles open hold p_hold_id (locked by the caller, or here) by paying its whole
+-- amount to its credit account, and in the same operation passes p_fee of it on to p_fee_account_id (a
+-- platform fee, usually a collector). Leg 1 (hold account -> credit account, the whole amount) carries
+-- the hold id, so captured_amount is the whole amount and the hold keeps exactly its settlement
+-- transfer; leg 2 (credit account -> fee account, p_fee) follows only when p_fee > 0. Internal: not
+-- granted; domain procedures call it. Locks: the hold row, then see post_legs.
+-- Raises: as capture_hold (INVALID_REQUEST for a fee outside 0..amount).
+create or replace function pgwallet.capture_hold_split(
+    p_hold_id        bigint,
+    p_fee_account_id bigint,
+    p_fee            bigint,
+    p_kind           text default 'hold_capture',
+    p_metadata       jsonb default null,
+    out hold         pgwallet.holds,
+    out transfer_ids bigint[])
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    v_posted record;
+begin
+    hold := pgwallet.lock_open_hold(p_hold_id, 'captured');
+    perform pgwallet.check_request(p_fee between 0 and hold.amount, 'fee',
+                                   pg_catalog.format('must be 0 to the held %s', hold.amount));
+    if p_fee > 0 then
+        v_posted := pgwallet.post_legs(nextval('pgwallet.operation_id_seq'), p_kind,
+                                       array[hold.account_id, hold.credit_account_id],
+                                       array[hold.credit_account_id, p_fee_account_id],
+                                       array[hold.amount, p_fee], coalesce(p_metadata, hold.metadata),
+                                       hold.id, hold.amount);
+    else
+        v_posted := pgwallet.post_legs(nextval('pgwallet.operation_id_seq'), p_kind, array[hold.account_id],
+                                       array[hold.credit_account_id], array[hold.amount],
+                                       coalesce(p_metadata, hold.metadata), hold.id, hold.amount);
+    end if;
+    transfer_ids := v_posted.transfer_ids;
+    update pgwallet.holds
+    set status = 'captured', captured_amount = amount, settlement_transfer_id = transfer_ids[1], settled_at = now()
+    where id = p_hold_id
+    returning * into hold;
+end
+$$;
+
 -- expire_holds: the sweep. Releases up to p_limit open holds whose expires_at has passed (never
 -- earlier) and returns how many. Locks: those holds (skipping locked ones), then their accounts by
 -- ascending id. Raises: INVALID_REQUEST.

@@ -94,6 +94,38 @@ as $$
     left join (select order_id, sum(amount) as total from pgwallet.bar_refunds group by order_id) r
            on r.order_id = o.id
     where o.refunded_amount <> coalesce(r.total, 0)
+    union all
+    -- queue: an item's hold follows it (open while CREATED or STARTED, captured whole when FINISHED, voided
+    -- when ABANDONED or REFUNDED), for its tokens, from its user to its performer
+    select 'queue_item_hold_follows_item', i.user_id, h.currency,
+           pg_catalog.format('queue item %s is %s, its hold %s is %s', i.id, i.status, i.hold_id, h.status)
+    from pgwallet.queue_items i
+    left join pgwallet.holds h on h.id = i.hold_id
+    where h.id is null or h.amount <> i.tokens or h.account_id <> i.user_id or h.credit_account_id <> i.performer_id
+       or h.status <> case i.status when 'FINISHED' then 'captured' when 'ABANDONED' then 'voided'
+                                    when 'REFUNDED' then 'voided' else 'open' end
+       or (i.status = 'FINISHED' and (h.captured_amount <> i.tokens
+                                      or h.settlement_transfer_id <> i.settlement_transfer_id))
+    union all
+    -- queue: a finished item with a fee has exactly its fee transfer (performer -> fee account), one without none
+    select 'queue_item_fee_paid_once', i.performer_id, null,
+           pg_catalog.format('queue item %s: fee %s, fee transfer %s', i.id, i.fee, i.fee_transfer_id)
+    from pgwallet.queue_items i
+    left join pgwallet.transfers t on t.id = i.fee_transfer_id
+    where i.status = 'FINISHED'
+      and case when i.fee = 0 then i.fee_transfer_id is not null
+               else t.id is null or t.amount <> i.fee or t.debit_account_id <> i.performer_id
+                    or t.credit_account_id <> i.fee_account_id end
+    union all
+    -- queue: a tip-grid purchase follows its queue item (PENDING while open, SUCCESS once finished, REFUNDED
+    -- once abandoned or refunded)
+    select 'purchased_item_follows_queue_item', b.user_id, null,
+           pg_catalog.format('purchased item %s is %s, queue item %s is %s', b.id, b.status, i.id, i.status)
+    from pgwallet.purchased_items b
+    join pgwallet.queue_items i on i.id = b.queue_item_id
+    where b.status <> case i.status when 'FINISHED' then 'SUCCESS' when 'ABANDONED' then 'REFUNDED'
+                                    when 'REFUNDED' then 'REFUNDED' else 'PENDING' end
+       or b.price <> i.tokens or b.user_id <> i.user_id
 $$;
 
 grant execute on function pgwallet.check_invariants() to pgwallet_staff, pgwallet_readonly;
