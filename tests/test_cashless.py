@@ -378,3 +378,20 @@ def test_close_out_in_batches_pays_every_card_once(fest: Festival) -> None:
     assert paid == sum(100 * (i + 1) for i in range(7)) and c.cards_to_cash_out() == 0
     assert all(c.get_card(x.card_id).balance == 0 for x in cards) and c.get_card(lost).status == "cashed_out"
     assert c.cash_out_cards(0).cards == 0  # a second run pays nothing
+
+
+def test_roles_terminals_run_as_app_setup_is_staff_work(fest: Festival, db_url: str) -> None:
+    card = fest.card(5000)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("set role pgwallet_app")
+        conn.execute("select pgwallet.process_bar_order(%s, %s::jsonb, 450, 'as-app', %s)",
+                     (card.card_id, '[{"sku": "beer", "name": "Beer", "quantity": 1, "unit_price": 450}]', fest.bar))
+        conn.execute("select pgwallet.lookup_card(%s)", (card.uid,))
+        for staff_only in ("select pgwallet.issue_card('04APP')", "select pgwallet.cash_out_card(1, 'k')",
+                           "select pgwallet.set_card_status(1, 'blocked')", "select * from pgwallet.cards",
+                           "update pgwallet.cards set status = 'active'", "select pgwallet.cash_out_cards(0)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(staff_only)
+        conn.execute("set role pgwallet_staff")
+        assert conn.execute("select pgwallet.issue_card('04STAFF') ->> 'uid'").fetchone() == ("04STAFF",)
+    assert fest.client.get_card(card.card_id).balance == 4550

@@ -47,7 +47,9 @@ as $$
     from pgwallet.accounts a where a.id = p_card.account_id
 $$;
 
--- lock_card: the card p_card_id, locked FOR UPDATE. Raises: CARD_NOT_FOUND.
+-- lock_card: the card p_card_id, locked FOR UPDATE, then its ledger account row (process_bar_order locks only
+-- that account row, so whatever changes a card waits for orders in flight and they see its new status).
+-- Raises: CARD_NOT_FOUND.
 create or replace function pgwallet.lock_card(p_card_id bigint, p_field text default 'card_id')
 returns pgwallet.cards
 language plpgsql
@@ -61,6 +63,7 @@ begin
     if not found then
         perform pgwallet.raise_error('CARD_NOT_FOUND', pg_catalog.format('card %s', p_card_id), p_field);
     end if;
+    perform 1 from pgwallet.accounts where id = v_card.account_id for update;
     return v_card;
 end
 $$;
@@ -372,7 +375,7 @@ $$;
 
 -- process_bar_order: one order at a bar terminal: checks the items against total_amount, locks the card,
 -- debits it and credits the bar's revenue (a collector slot), records the order and its items, once per
--- client_request_id. Writes no scan log. Locks: the card row, its account, one revenue slot.
+-- client_request_id. Writes no scan log. Locks: the card's account row (not the card row), one revenue slot.
 -- Raises: INVALID_REQUEST, CARD_NOT_FOUND, CARD_BLOCKED, BAR_NOT_FOUND, INSUFFICIENT_FUNDS, CURRENCY_MISMATCH,
 -- DUPLICATE_REQUEST.
 create or replace function pgwallet.process_bar_order(
@@ -391,6 +394,7 @@ declare
     v_request  jsonb;
     v_response jsonb;
     v_sum      numeric;
+    v_items_ok boolean;
     v_card     pgwallet.cards;
     v_bar      pgwallet.bars;
     v_op       bigint;
@@ -401,20 +405,19 @@ begin
     perform pgwallet.check_request(case when jsonb_typeof(p_items) = 'array'
                                         then jsonb_array_length(p_items) between 1 and 100 end,
                                    'items', 'must be a JSON array of 1 to 100 items');
-    perform pgwallet.check_request(not exists (
-        select 1 from jsonb_array_elements(p_items) i
-        where case when jsonb_typeof(i) <> 'object' then true
-                   else i - array['sku', 'name', 'quantity', 'unit_price'] <> '{}'::jsonb
-                     or jsonb_typeof(i -> 'sku') is distinct from 'string'
-                     or jsonb_typeof(i -> 'name') is distinct from 'string'
-                     or (i ->> 'sku') !~ '^\S.{0,63}$' or length(i ->> 'name') not between 1 and 200
-                     or jsonb_typeof(i -> 'quantity') is distinct from 'number'
-                     or jsonb_typeof(i -> 'unit_price') is distinct from 'number'
-                     or (i ->> 'quantity') !~ '^[1-9][0-9]{0,3}$'
-                     or (i ->> 'unit_price') !~ '^[1-9][0-9]{0,14}$' end),
-        'items', 'each item is {sku, name, quantity, unit_price}: quantity 1 to 9999, unit_price positive minor units');
-    select sum((i ->> 'quantity')::numeric * (i ->> 'unit_price')::numeric) into v_sum
-    from jsonb_array_elements(p_items) i;
+    -- one pass: every item well-formed, and the sum of the well-formed ones (casts only where they are safe)
+    select bool_and(x.ok), sum(case when x.ok then (x.i ->> 'quantity')::numeric * (x.i ->> 'unit_price')::numeric end)
+    into v_items_ok, v_sum
+    from (select i, case when jsonb_typeof(i) <> 'object' then false
+                         else i - array['sku', 'name', 'quantity', 'unit_price'] = '{}'::jsonb
+                          and jsonb_typeof(i -> 'sku') = 'string' and jsonb_typeof(i -> 'name') = 'string'
+                          and (i ->> 'sku') ~ '^\S.{0,63}$' and length(i ->> 'name') between 1 and 200
+                          and jsonb_typeof(i -> 'quantity') = 'number' and jsonb_typeof(i -> 'unit_price') = 'number'
+                          and (i ->> 'quantity') ~ '^[1-9][0-9]{0,3}$'
+                          and (i ->> 'unit_price') ~ '^[1-9][0-9]{0,14}$' end as ok
+          from jsonb_array_elements(p_items) i) x;
+    perform pgwallet.check_request(v_items_ok, 'items',
+        'each item is {sku, name, quantity, unit_price}: quantity 1 to 9999, unit_price positive minor units');
     perform pgwallet.check_request(p_total_amount > 0, 'total_amount', 'must be a positive whole number of minor units');
     perform pgwallet.check_request(v_sum = p_total_amount, 'total_amount',
                                    'must equal the sum of quantity * unit_price of the items');
@@ -437,7 +440,14 @@ begin
         perform pgwallet.raise_error('BAR_NOT_FOUND', pg_catalog.format('point of sale %s', p_point_of_sale),
                                      'point_of_sale');
     end if;
-    v_card := pgwallet.lock_card(p_card_id);
+    -- The card's account row is the lock (post_legs takes it anyway): every change of a card's status locks
+    -- that row too, so the status read after it is the committed one, and the card row is never written here.
+    select * into v_card from pgwallet.cards where id = p_card_id;
+    if not found then
+        perform pgwallet.raise_error('CARD_NOT_FOUND', pg_catalog.format('card %s', p_card_id), 'card_id');
+    end if;
+    perform 1 from pgwallet.accounts where id = v_card.account_id for update;
+    select * into v_card from pgwallet.cards where id = p_card_id;
     if v_card.status <> 'active' then
         perform pgwallet.raise_error('CARD_BLOCKED', pg_catalog.format('card %s is %s', p_card_id, v_card.status),
                                      'card_id');
@@ -641,8 +651,16 @@ begin
         return pgwallet.recharge_json(v_recharge, (select account_id from pgwallet.cards where id = v_recharge.card_id))
                || '{"replayed": true}';
     end if;
-    v_card := pgwallet.lock_card(p_card_id);
+    -- a replaced card's money lives on its replacement: find it first, then lock only that one
+    select * into v_card from pgwallet.cards where id = p_card_id;
+    if not found then
+        perform pgwallet.raise_error('CARD_NOT_FOUND', pg_catalog.format('card %s', p_card_id), 'card_id');
+    end if;
     while v_card.replaced_by is not null loop
+        select * into v_card from pgwallet.cards where id = v_card.replaced_by;
+    end loop;
+    v_card := pgwallet.lock_card(v_card.id);
+    while v_card.replaced_by is not null loop  -- replaced in the meantime
         v_card := pgwallet.lock_card(v_card.replaced_by);
     end loop;
     if v_card.status = 'cashed_out' then
