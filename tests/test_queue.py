@@ -316,3 +316,20 @@ def test_queue_events_can_be_switched_off(stage: Stage, db_url: str) -> None:
         listener.execute("update pgwallet.settings set value = 'on' where name = 'queue_events'")
         stage.enqueue(performer, user)
         assert len(list(listener.notifies(timeout=0.5))) == 1
+
+
+def test_only_the_queue_settles_its_escrow(stage: Stage, db_url: str) -> None:
+    c = stage.client
+    performer, user = stage.performer(), stage.user()
+    item = c.get_queue_item(stage.enqueue(performer, user, 100))
+    c.start_item(item.item_id, "s")
+    before = snapshot(db_url)
+    for call in (lambda: c.capture_hold(item.hold_id, "feature-capture"),
+                 lambda: c.void_hold(item.hold_id, "feature-void")):
+        with pytest.raises(errors.InvalidStateTransition) as refused:
+            call()
+        assert refused.value.field == "hold_id" and "only the queue settles it" in (refused.value.detail or "")
+    assert snapshot(db_url) == before
+    assert c.complete_item(item.item_id, "c").status == "FINISHED"
+    other = c.place_hold(user, performer, 10, "a plain hold")  # holds of no queue item are not guarded
+    assert c.void_hold(other.hold_id, "v").status == "voided"

@@ -147,6 +147,11 @@ def bad_mode(choices: tuple[str, ...]) -> st.SearchStrategy[Any]:
         lambda v: v is not None and not (isinstance(v, str) and v in choices))
 
 
+def bad_int_from_0(hi: int, *, required: bool) -> st.SearchStrategy[Any]:
+    """``bad_int`` for a range starting at 0 (whose fixed samples include 0, a valid value here)."""
+    return bad_int(0, hi, required=required).filter(lambda v: not (type(v) is int and 0 <= v <= hi))
+
+
 BAD_FEATURE = st.one_of(NOT_A_STRING, st.text(max_size=70).filter(lambda s: not FEATURE.fullmatch(s)))
 
 
@@ -167,7 +172,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "fee_account_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"),
                                refusal(st.just(w.eur_fees), "CURRENCY_MISMATCH"),
                                refusal(st.just(w.performer), "INVALID_REQUEST")],
-            "fee_bps": [Bad(bad_int(0, 10_000, required=False))],
+            "fee_bps": [Bad(bad_int_from_0(10_000, required=False))],
             "max_open": [Bad(bad_int(1, 10_000, required=False))],
             "start_timeout_seconds": [Bad(bad_int(1, INT_MAX, required=False))],
             "grace_percent": [Bad(bad_int(100, 100_000, required=False))],
@@ -208,7 +213,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         "get_user_queue_history": {
             "user_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND")],
             "limit": [Bad(bad_int(1, 1000, required=True))],
-            "offset": [Bad(bad_int(0, 1_000_000, required=True))],
+            "offset": [Bad(bad_int_from_0(1_000_000, required=True))],
         },
         "create_tip_menu_item": {
             "performer_id": no_queue,

@@ -1,4 +1,6 @@
--- Drops the queue's procedures (they read its tables), its tables and its error codes.
+-- Drops the queue's procedures (they read its tables), its guard on holds, its tables, settings and error codes.
+drop trigger if exists holds_queue_guard on pgwallet.holds;
+drop function if exists pgwallet.guard_queue_hold();
 do $$
 declare
     f regprocedure;

@@ -113,4 +113,25 @@ create table pgwallet.purchased_items (
 );
 create index purchased_items_user_idx on pgwallet.purchased_items (user_id, id);
 
+-- The queue is the only authority over its escrow: a hold placed for a queue item (metadata queue_item_id)
+-- changes status only while the queue settles that item (it names the item in the transaction-local
+-- setting pgwallet.queue_settling). A feature calling capture_hold or void_hold on it is refused.
+create function pgwallet.guard_queue_hold()
+returns trigger
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if coalesce(current_setting('pgwallet.queue_settling', true), '') <> (old.metadata ->> 'queue_item_id') then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is the escrow of queue item %s: only the queue settles it', old.id,
+                              old.metadata ->> 'queue_item_id'), 'hold_id', 'finish, abandon or refund the item');
+    end if;
+    return new;
+end
+$$;
+create trigger holds_queue_guard before update of status on pgwallet.holds
+    for each row when (old.metadata ? 'queue_item_id' and new.status is distinct from old.status)
+    execute function pgwallet.guard_queue_hold();
+
 reset role;

@@ -277,9 +277,11 @@ begin
         v_item.pass_through := false;
         v_item.settled := false;
     else
+        perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);
         v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                                jsonb_build_object('queue_item_id', v_item.id,
                                                                   'source_feature', p_source_feature));
+        perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
         v_item.status := 'FINISHED';
         v_item.pass_through := true;
         v_item.started_at := now();
@@ -466,9 +468,11 @@ begin
             pg_catalog.format('queue item %s is %s: only a STARTED item finishes', p_item_id, v_item.status),
             'item_id');
     end if;
+    perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);  -- see guard_queue_hold
     v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                            jsonb_build_object('queue_item_id', v_item.id,
                                                               'source_feature', v_item.source_feature));
+    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
     update pgwallet.queue_items
     set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(),
         settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
@@ -492,7 +496,9 @@ as $$
 declare
     v_item pgwallet.queue_items;
 begin
+    perform pg_catalog.set_config('pgwallet.queue_settling', p_item.id::text, true);  -- see guard_queue_hold
     perform pgwallet.void_hold(p_item.hold_id, 'queue_item/' || p_item.id || '/void');
+    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
     update pgwallet.queue_items
     set status = p_status, settled = true, settled_at = now(), refund_reason = p_reason,
         abandoned_at = case when p_status = 'ABANDONED' then now() end,
