@@ -333,3 +333,21 @@ def test_only_the_queue_settles_its_escrow(stage: Stage, db_url: str) -> None:
     assert c.complete_item(item.item_id, "c").status == "FINISHED"
     other = c.place_hold(user, performer, 10, "a plain hold")  # holds of no queue item are not guarded
     assert c.void_hold(other.hold_id, "v").status == "voided"
+
+
+def test_outbox_events_wait_for_the_relay(stage: Stage, db_url: str) -> None:
+    c = stage.client
+    performer, user = stage.performer(), stage.user()
+    menu = c.create_tip_menu_item(performer, "flash", 10).tip_menu_item_id
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute(f"listen pgwallet_queue_{performer}")
+        listener.execute("listen purchased_item_success")
+        listener.execute("update pgwallet.settings set value = 'outbox' where name = 'queue_events'")
+        item = stage.enqueue(performer, user)
+        c.start_item(item, "s")
+        c.purchase_tip_grid_item(user, performer, menu, idempotency_key="buy")
+        assert list(listener.notifies(timeout=0.5)) == []  # stored, not sent
+        assert c.relay_queue_events(limit=2) == 2 and c.relay_queue_events() == 2 and c.relay_queue_events() == 0
+        got = [(n.channel, json.loads(n.payload).get("status")) for n in listener.notifies(timeout=0.5)]
+    assert got == [(f"pgwallet_queue_{performer}", "CREATED"), (f"pgwallet_queue_{performer}", "STARTED"),
+                   (f"pgwallet_queue_{performer}", "FINISHED"), ("purchased_item_success", None)]

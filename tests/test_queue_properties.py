@@ -44,7 +44,8 @@ from pyapp.queue import EXECUTION_MODES, QUEUE_MODES, QueueProcedures
 
 METHODS = tuple(name for name, value in vars(QueueProcedures).items() if isinstance(value, Procedure))
 READ_ONLY = {"get_queue_item", "get_queue_position", "get_queue_depth", "get_performer_queue",
-             "get_user_queue_history", "get_tip_menu", "get_purchased_item", "expire_stale_queue_items"}
+             "get_user_queue_history", "get_tip_menu", "get_purchased_item", "expire_stale_queue_items",
+             "relay_queue_events"}
 FEATURE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 USED_KEY_METHODS = ("create_queue_item", "start_item", "complete_item", "abandon_item", "refund_item",
                     "purchase_tip_grid_item")
@@ -126,6 +127,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
         "abandon_item": {"item_id": w.created, "reason": "r", "idempotency_key": key},
         "refund_item": {"item_id": w.created, "idempotency_key": key, "reason": "r"},
         "expire_stale_queue_items": {"limit": 10},
+        "relay_queue_events": {"limit": 10},
         "get_queue_item": {"item_id": w.created},
         "get_queue_position": {"item_id": w.created},
         "get_queue_depth": {"performer_id": w.performer},
@@ -206,6 +208,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         "refund_item": {"item_id": [*item, settled], "idempotency_key": key,
                         "reason": [Bad(bad_text(1, 500, required=False))]},
         "expire_stale_queue_items": {"limit": [Bad(bad_int(1, 100_000, required=True))]},
+        "relay_queue_events": {"limit": [Bad(bad_int(1, 100_000, required=True))]},
         "get_queue_item": {"item_id": item},
         "get_queue_position": {"item_id": item},
         "get_queue_depth": {"performer_id": no_queue},

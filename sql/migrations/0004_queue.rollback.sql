@@ -14,13 +14,15 @@ begin
                                  'get_user_queue_history', 'expire_stale_queue_items', 'create_tip_menu_item',
                                  'set_tip_menu_item_active', 'get_tip_menu', 'purchase_tip_grid_item',
                                  'settle_purchased_item', 'purchased_item_json', 'get_purchased_item',
-                                 'lock_queue_item', 'performer_queue_json', 'tip_menu_item_json') loop
+                                 'lock_queue_item', 'performer_queue_json', 'tip_menu_item_json',
+                                 'send_queue_event', 'relay_queue_events') loop
         execute pg_catalog.format('drop routine %s', f);
     end loop;
 end
 $$;
 drop table if exists pgwallet.purchased_items;
 drop table if exists pgwallet.tip_menu_items;
+drop table if exists pgwallet.queue_events;
 drop table if exists pgwallet.queue_items;
 drop sequence if exists pgwallet.queue_items_id_seq;
 drop table if exists pgwallet.performer_queues;

@@ -9,7 +9,8 @@ insert into pgwallet.error_catalogue (code, sqlstate, http_status, message) valu
     ('ALREADY_PROCESSING', 'W0021', 409, 'The performer is already performing another item');
 
 insert into pgwallet.settings (name, value, description) values
-    ('queue_events', 'on', 'on: every queue transition notifies channel pgwallet_queue_<performer_id>; off: none.');
+    ('queue_events', 'on', 'on: every queue transition notifies channel pgwallet_queue_<performer_id> at once; '
+                           'outbox: it is stored in pgwallet.queue_events and sent by relay_queue_events; off: none.');
 
 -- One row per performer who takes paid requests: where the platform fee goes, how much it is, how many
 -- items may wait, and the timeouts of the sweep. Enqueues and starts lock this row (never the account).
@@ -78,6 +79,14 @@ create index queue_items_open_idx on pgwallet.queue_items (performer_id, ticket)
 -- At most one item being performed per performer (second line of defence behind the queue row lock).
 create unique index queue_items_one_started_idx on pgwallet.queue_items (performer_id) where status = 'STARTED';
 create index queue_items_user_idx on pgwallet.queue_items (user_id, id);
+
+-- With setting queue_events = 'outbox': events waiting for relay_queue_events (which sends and deletes them).
+create table pgwallet.queue_events (
+    id         bigint generated always as identity primary key,
+    channel    text not null,
+    payload    jsonb not null,
+    created_at timestamptz not null default now()
+);
 
 create table pgwallet.tip_menu_items (
     id                        bigint generated always as identity primary key,
