@@ -15,7 +15,7 @@ begin
                                  'set_tip_menu_item_active', 'get_tip_menu', 'purchase_tip_grid_item',
                                  'settle_purchased_item', 'purchased_item_json', 'get_purchased_item',
                                  'lock_queue_item', 'performer_queue_json', 'tip_menu_item_json',
-                                 'send_queue_event', 'relay_queue_events') loop
+                                 'send_queue_event', 'relay_queue_events', 'give_back_item') loop
         execute pg_catalog.format('drop routine %s', f);
     end loop;
 end

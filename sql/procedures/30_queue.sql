@@ -555,6 +555,38 @@ begin
 end
 $$;
 
+-- give_back_item: the body of abandon_item and refund_item (p_scope names which): a CREATED or STARTED
+-- item becomes ABANDONED or REFUNDED with p_reason, once per idempotency key; its hold is voided. Internal.
+-- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
+-- DUPLICATE_REQUEST, INVALID_REQUEST.
+create or replace function pgwallet.give_back_item(p_scope text, p_item_id bigint, p_reason text,
+                                                   p_idempotency_key text)
+returns jsonb
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
+    v_status   text := case p_scope when 'abandon_item' then 'ABANDONED' else 'REFUNDED' end;
+    v_response jsonb;
+    v_item     pgwallet.queue_items;
+begin
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    v_item := pgwallet.lock_queue_item(p_item_id);
+    if v_item.settled then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('queue item %s is %s, settled: only a CREATED or STARTED item becomes %s', p_item_id,
+                              v_item.status, v_status), 'item_id');
+    end if;
+    v_item := pgwallet.release_queue_item(v_item, v_status, p_reason);
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, pgwallet.queue_item_json(v_item));
+end
+$$;
+
 -- abandon_item: CREATED or STARTED -> ABANDONED with a reason; the hold is voided (the user is refunded).
 -- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
 -- DUPLICATE_REQUEST, INVALID_REQUEST.
@@ -563,61 +595,27 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
-set plan_cache_mode = force_generic_plan
 as $$
-declare
-    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
-    v_response jsonb;
-    v_item     pgwallet.queue_items;
 begin
     perform pgwallet.check_request(length(p_reason) between 1 and 500, 'reason', 'must be 1 to 500 characters');
-    v_response := pgwallet.claim_idempotency_key('abandon_item', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
-    v_item := pgwallet.lock_queue_item(p_item_id);
-    if v_item.status not in ('CREATED', 'STARTED') then
-        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
-            pg_catalog.format('queue item %s is %s: only a CREATED or STARTED item is abandoned', p_item_id,
-                              v_item.status), 'item_id');
-    end if;
-    v_item := pgwallet.release_queue_item(v_item, 'ABANDONED', p_reason);
-    return pgwallet.complete_idempotency_key('abandon_item', p_idempotency_key, v_request,
-                                             pgwallet.queue_item_json(v_item));
+    return pgwallet.give_back_item('abandon_item', p_item_id, p_reason, p_idempotency_key);
 end
 $$;
 
--- refund_item: any item not settled yet (CREATED or STARTED) -> REFUNDED; the hold is voided.
--- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
--- DUPLICATE_REQUEST, INVALID_REQUEST.
+-- refund_item: any item not settled yet (CREATED or STARTED) -> REFUNDED, the reason optional; the hold is
+-- voided. Locks: the item, then its hold and the user's account. Raises: NOT_FOUND,
+-- INVALID_STATE_TRANSITION, DUPLICATE_REQUEST, INVALID_REQUEST.
 create or replace function pgwallet.refund_item(p_item_id bigint, p_idempotency_key text,
                                                 p_reason text default null)
 returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
-set plan_cache_mode = force_generic_plan
 as $$
-declare
-    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
-    v_response jsonb;
-    v_item     pgwallet.queue_items;
 begin
     perform pgwallet.check_request(p_reason is null or length(p_reason) between 1 and 500, 'reason',
                                    'must be 1 to 500 characters');
-    v_response := pgwallet.claim_idempotency_key('refund_item', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
-    v_item := pgwallet.lock_queue_item(p_item_id);
-    if v_item.settled then
-        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
-            pg_catalog.format('queue item %s is %s and settled: it cannot be refunded', p_item_id, v_item.status),
-            'item_id');
-    end if;
-    v_item := pgwallet.release_queue_item(v_item, 'REFUNDED', p_reason);
-    return pgwallet.complete_idempotency_key('refund_item', p_idempotency_key, v_request,
-                                             pgwallet.queue_item_json(v_item));
+    return pgwallet.give_back_item('refund_item', p_item_id, p_reason, p_idempotency_key);
 end
 $$;
 
