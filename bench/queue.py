@@ -32,6 +32,7 @@ import argparse
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -83,12 +84,31 @@ def check(url: str, layout: ledger_bench.Layout) -> dict[str, Any]:
             "fees_paid": int(items[2]), "fee_collector_balance": int(fees[0])}
 
 
+class Relay(threading.Thread):
+    """With --events outbox: relay_queue_events in a loop beside the clients, as a deployment would run it."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(daemon=True)
+        self.url, self.stop, self.relayed = url, threading.Event(), 0
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            while not self.stop.is_set():
+                row = conn.execute("select pgwallet.relay_queue_events(5000)").fetchone()
+                done = int(row[0]) if row else 0
+                self.relayed += done
+                if done < 5000:
+                    self.stop.wait(0.05)
+
+
 def benchmark(bench: ledger_bench.Pgbench, layout: ledger_bench.Layout, clients: Sequence[int], seconds: int,
-              pairs: int, url: str) -> list[ledger_bench.Pair]:
+              pairs: int, url: str, relay: Relay | None = None) -> list[ledger_bench.Pair]:
     done: list[ledger_bench.Pair] = []
     with psycopg.connect(url, autocommit=True) as conn:
         def run(script: str, c: int) -> ledger_bench.Run:
             conn.execute("checkpoint")
+            if relay is not None and script == SCRIPT and not relay.is_alive():
+                relay.start()
             return bench.run(script, c, seconds, layout)
 
         for c in clients:
@@ -142,8 +162,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", help=f"comma-separated client counts, each at most {MAX_CLIENTS}")
     parser.add_argument("--users", type=int)
     parser.add_argument("--performers", type=int, help="at least 64 (each client gets performers of its own)")
-    parser.add_argument("--events", choices=("on", "off"), default="on",
-                        help="setting queue_events: notify every transition (on, the default) or not")
+    parser.add_argument("--events", choices=("on", "outbox", "off"), default="on",
+                        help="setting queue_events: notify in each transition (on, the default), store the events "
+                             "for a relay that runs beside the clients (outbox), or none (off)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 8 clients, 1 pair of 2 s")
     parser.add_argument("--keep-server", action="store_true")
     args = parser.parse_args(argv)
@@ -187,7 +208,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ledger_bench.say(f"loaded: {args.users} funded users, {args.performers} performers with a queue, "
                              f"fee collector {layout.collector_id}; {args.seconds} s runs, clients "
                              f"{args.client_counts}, queue events {args.events}, durable server ({source})")
-            pairs = benchmark(bench, layout, args.client_counts, args.seconds, args.pairs, url)
+            relay = Relay(url) if args.events == "outbox" else None
+            pairs = benchmark(bench, layout, args.client_counts, args.seconds, args.pairs, url, relay)
+            if relay is not None:
+                relay.stop.set()
+                relay.join()
+                with psycopg.connect(url, autocommit=True) as conn:
+                    left = conn.execute("select pgwallet.relay_queue_events(100000)").fetchone()
+                ledger_bench.say(f"relay: {relay.relayed} events sent during the runs, {left[0] if left else 0} after")
         after = check(url, layout)
         config = {"seconds": args.seconds, "pairs": args.pairs, "clients": args.client_counts, "users": args.users,
                   "performers": args.performers, "quick": bool(args.quick), "events": args.events,

@@ -181,6 +181,26 @@ def queue_sweep(app: AppContext, batch_size: int, as_json: bool) -> None:
          f"abandoned {abandoned} items not started in time, refunded {refunded} overrun items")
 
 
+@queue.command("relay")
+@click.option("--batch-size", default=1000, show_default=True, type=int)
+@click.option("--loop", "every", type=float, default=None, metavar="SECONDS",
+              help="Keep relaying, pausing this long when nothing is waiting (Ctrl-C to stop).")
+@json_option
+@pass_app
+def queue_relay(app: AppContext, batch_size: int, every: float | None, as_json: bool) -> None:
+    """With queue_events = 'outbox': send the stored queue events (pg_notify), oldest first."""
+    total = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            done = app.client.relay_queue_events(batch_size)
+            total += done
+            if done < batch_size:
+                if every is None:
+                    break
+                time.sleep(every)
+    emit({"relayed": total}, as_json, f"relayed {total} queue events")
+
+
 @queue.command("watch")
 @click.argument("performer_ids", type=int, nargs=-1, required=True)
 @click.option("--purchases", is_flag=True, help="Also show tip-grid purchases that succeed.")

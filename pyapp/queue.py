@@ -258,6 +258,12 @@ def expire_stale_queue_items(limit: Annotated[int, BATCH] = 1000) -> Sweep:
     raise NotImplementedError
 
 
+@procedure("pgwallet.relay_queue_events", shape="scalar")
+def relay_queue_events(limit: Annotated[int, BATCH] = 1000) -> int:
+    """With setting queue_events = 'outbox': send up to ``limit`` stored events; returns how many."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.get_queue_item")
 def get_queue_item(item_id: ItemId) -> QueueItem:
     """One queue item with its live position (``replayed`` is always false here)."""
@@ -333,6 +339,7 @@ class QueueProcedures:
     abandon_item = abandon_item
     refund_item = refund_item
     expire_stale_queue_items = expire_stale_queue_items
+    relay_queue_events = relay_queue_events
     get_queue_item = get_queue_item
     get_queue_position = get_queue_position
     get_queue_depth = get_queue_depth

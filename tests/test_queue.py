@@ -316,3 +316,67 @@ def test_queue_events_can_be_switched_off(stage: Stage, db_url: str) -> None:
         listener.execute("update pgwallet.settings set value = 'on' where name = 'queue_events'")
         stage.enqueue(performer, user)
         assert len(list(listener.notifies(timeout=0.5))) == 1
+
+
+def test_only_the_queue_settles_its_escrow(stage: Stage, db_url: str) -> None:
+    c = stage.client
+    performer, user = stage.performer(), stage.user()
+    item = c.get_queue_item(stage.enqueue(performer, user, 100))
+    c.start_item(item.item_id, "s")
+    before = snapshot(db_url)
+    for call in (lambda: c.capture_hold(item.hold_id, "feature-capture"),
+                 lambda: c.void_hold(item.hold_id, "feature-void")):
+        with pytest.raises(errors.InvalidStateTransition) as refused:
+            call()
+        assert refused.value.field == "hold_id" and "only the queue settles it" in (refused.value.detail or "")
+    assert snapshot(db_url) == before
+    assert c.complete_item(item.item_id, "c").status == "FINISHED"
+    other = c.place_hold(user, performer, 10, "a plain hold")  # holds of no queue item are not guarded
+    assert c.void_hold(other.hold_id, "v").status == "voided"
+
+
+def test_outbox_events_wait_for_the_relay(stage: Stage, db_url: str) -> None:
+    c = stage.client
+    performer, user = stage.performer(), stage.user()
+    menu = c.create_tip_menu_item(performer, "flash", 10).tip_menu_item_id
+    with psycopg.connect(db_url, autocommit=True) as listener:
+        listener.execute(f"listen pgwallet_queue_{performer}")
+        listener.execute("listen purchased_item_success")
+        listener.execute("update pgwallet.settings set value = 'outbox' where name = 'queue_events'")
+        item = stage.enqueue(performer, user)
+        c.start_item(item, "s")
+        c.purchase_tip_grid_item(user, performer, menu, idempotency_key="buy")
+        assert list(listener.notifies(timeout=0.5)) == []  # stored, not sent
+        assert c.relay_queue_events(limit=2) == 2 and c.relay_queue_events() == 2 and c.relay_queue_events() == 0
+        got = [(n.channel, json.loads(n.payload).get("status")) for n in listener.notifies(timeout=0.5)]
+    assert got == [(f"pgwallet_queue_{performer}", "CREATED"), (f"pgwallet_queue_{performer}", "STARTED"),
+                   (f"pgwallet_queue_{performer}", "FINISHED"), ("purchased_item_success", None)]
+
+
+def test_capture_hold_split_core_primitive(stage: Stage, db_url: str) -> None:
+    """The one core addition: the whole hold captured (leg 1, carrying the hold) and a fee passed on
+    (leg 2) in one operation; internal (the application role cannot call it)."""
+    c = stage.client
+    performer, user = stage.performer(), stage.user(1000)
+    hold = c.place_hold(user, performer, 100, "h").hold_id
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as refused:
+            conn.execute("select pgwallet.capture_hold_split(%s, %s, 101)", (hold, stage.fees))
+        assert refused.value.sqlstate == "W0001"
+        conn.execute("set role pgwallet_app")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("select pgwallet.capture_hold_split(%s, %s, 30)", (hold, stage.fees))
+        conn.execute("reset role")
+        row = conn.execute("select (s.hold).status, (s.hold).captured_amount, s.transfer_ids "
+                           "from pgwallet.capture_hold_split(%s, %s, 30, 'test_split') s",
+                           (hold, stage.fees)).fetchone()
+        assert row is not None and row[:2] == ("captured", 100) and len(row[2]) == 2
+        legs = conn.execute("select debit_account_id, credit_account_id, amount, hold_id, operation_id "
+                            "from pgwallet.transfers where id = any(%s) order by id", (row[2],)).fetchall()
+        with pytest.raises(psycopg.Error) as again:
+            conn.execute("select pgwallet.capture_hold_split(%s, %s, 30)", (hold, stage.fees))
+        assert again.value.sqlstate == "W0011"  # settled once
+    assert [leg[:4] for leg in legs] == [(user, performer, 100, hold), (performer, stage.fees, 30, None)]
+    assert legs[0][4] == legs[1][4]  # one operation
+    assert c.get_hold(hold).settlement_transfer_id == row[2][0]
+    assert (stage.balance(user), stage.balance(performer), stage.balance(stage.fees)) == (900, 70, 30)

@@ -112,3 +112,14 @@ def test_demo_live_show(client: Client, db_url: str) -> None:
     assert "sweep: 0 abandoned, 1 refunded" in text
     assert "saw 11 events" in text
     assert client.check_invariants() == []
+
+
+def test_relay(client: Client, db_url: str) -> None:
+    stage = Stage(client)
+    performer, user = stage.performer(), stage.user()
+    with client.pool.connection() as conn:
+        conn.execute("update pgwallet.settings set value = 'outbox' where name = 'queue_events'")
+    for _ in range(3):
+        stage.enqueue(performer, user)
+    assert json.loads(ok(db_url, "queue", "relay", "--batch-size", "2", "--json").output) == {"relayed": 3}
+    assert ok(db_url, "queue", "relay").output == "relayed 0 queue events\n"

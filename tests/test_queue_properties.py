@@ -44,7 +44,8 @@ from pyapp.queue import EXECUTION_MODES, QUEUE_MODES, QueueProcedures
 
 METHODS = tuple(name for name, value in vars(QueueProcedures).items() if isinstance(value, Procedure))
 READ_ONLY = {"get_queue_item", "get_queue_position", "get_queue_depth", "get_performer_queue",
-             "get_user_queue_history", "get_tip_menu", "get_purchased_item", "expire_stale_queue_items"}
+             "get_user_queue_history", "get_tip_menu", "get_purchased_item", "expire_stale_queue_items",
+             "relay_queue_events"}
 FEATURE = re.compile(r"[a-z][a-z0-9_]{0,62}")
 USED_KEY_METHODS = ("create_queue_item", "start_item", "complete_item", "abandon_item", "refund_item",
                     "purchase_tip_grid_item")
@@ -126,6 +127,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
         "abandon_item": {"item_id": w.created, "reason": "r", "idempotency_key": key},
         "refund_item": {"item_id": w.created, "idempotency_key": key, "reason": "r"},
         "expire_stale_queue_items": {"limit": 10},
+        "relay_queue_events": {"limit": 10},
         "get_queue_item": {"item_id": w.created},
         "get_queue_position": {"item_id": w.created},
         "get_queue_depth": {"performer_id": w.performer},
@@ -145,6 +147,11 @@ def bad_mode(choices: tuple[str, ...]) -> st.SearchStrategy[Any]:
     """Not one of the (upper-case) choices; None is no bad value: for these arguments it means the default."""
     return st.one_of(bad_choice(choices), st.sampled_from(choices).map(str.lower)).filter(
         lambda v: v is not None and not (isinstance(v, str) and v in choices))
+
+
+def bad_int_from_0(hi: int, *, required: bool) -> st.SearchStrategy[Any]:
+    """``bad_int`` for a range starting at 0 (whose fixed samples include 0, a valid value here)."""
+    return bad_int(0, hi, required=required).filter(lambda v: not (type(v) is int and 0 <= v <= hi))
 
 
 BAD_FEATURE = st.one_of(NOT_A_STRING, st.text(max_size=70).filter(lambda s: not FEATURE.fullmatch(s)))
@@ -167,7 +174,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "fee_account_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"),
                                refusal(st.just(w.eur_fees), "CURRENCY_MISMATCH"),
                                refusal(st.just(w.performer), "INVALID_REQUEST")],
-            "fee_bps": [Bad(bad_int(0, 10_000, required=False))],
+            "fee_bps": [Bad(bad_int_from_0(10_000, required=False))],
             "max_open": [Bad(bad_int(1, 10_000, required=False))],
             "start_timeout_seconds": [Bad(bad_int(1, INT_MAX, required=False))],
             "grace_percent": [Bad(bad_int(100, 100_000, required=False))],
@@ -201,6 +208,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         "refund_item": {"item_id": [*item, settled], "idempotency_key": key,
                         "reason": [Bad(bad_text(1, 500, required=False))]},
         "expire_stale_queue_items": {"limit": [Bad(bad_int(1, 100_000, required=True))]},
+        "relay_queue_events": {"limit": [Bad(bad_int(1, 100_000, required=True))]},
         "get_queue_item": {"item_id": item},
         "get_queue_position": {"item_id": item},
         "get_queue_depth": {"performer_id": no_queue},
@@ -208,7 +216,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         "get_user_queue_history": {
             "user_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND")],
             "limit": [Bad(bad_int(1, 1000, required=True))],
-            "offset": [Bad(bad_int(0, 1_000_000, required=True))],
+            "offset": [Bad(bad_int_from_0(1_000_000, required=True))],
         },
         "create_tip_menu_item": {
             "performer_id": no_queue,

@@ -9,7 +9,8 @@ insert into pgwallet.error_catalogue (code, sqlstate, http_status, message) valu
     ('ALREADY_PROCESSING', 'W0021', 409, 'The performer is already performing another item');
 
 insert into pgwallet.settings (name, value, description) values
-    ('queue_events', 'on', 'on: every queue transition notifies channel pgwallet_queue_<performer_id>; off: none.');
+    ('queue_events', 'on', 'on: every queue transition notifies channel pgwallet_queue_<performer_id> at once; '
+                           'outbox: it is stored in pgwallet.queue_events and sent by relay_queue_events; off: none.');
 
 -- One row per performer who takes paid requests: where the platform fee goes, how much it is, how many
 -- items may wait, and the timeouts of the sweep. Enqueues and starts lock this row (never the account).
@@ -79,6 +80,14 @@ create index queue_items_open_idx on pgwallet.queue_items (performer_id, ticket)
 create unique index queue_items_one_started_idx on pgwallet.queue_items (performer_id) where status = 'STARTED';
 create index queue_items_user_idx on pgwallet.queue_items (user_id, id);
 
+-- With setting queue_events = 'outbox': events waiting for relay_queue_events (which sends and deletes them).
+create table pgwallet.queue_events (
+    id         bigint generated always as identity primary key,
+    channel    text not null,
+    payload    jsonb not null,
+    created_at timestamptz not null default now()
+);
+
 create table pgwallet.tip_menu_items (
     id                        bigint generated always as identity primary key,
     performer_id              bigint not null references pgwallet.performer_queues (performer_id),
@@ -112,5 +121,26 @@ create table pgwallet.purchased_items (
     check ((status = 'REFUNDED') = (refunded_at is not null))
 );
 create index purchased_items_user_idx on pgwallet.purchased_items (user_id, id);
+
+-- The queue is the only authority over its escrow: a hold placed for a queue item (metadata queue_item_id)
+-- changes status only while the queue settles that item (it names the item in the transaction-local
+-- setting pgwallet.queue_settling). A feature calling capture_hold or void_hold on it is refused.
+create function pgwallet.guard_queue_hold()
+returns trigger
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if coalesce(current_setting('pgwallet.queue_settling', true), '') <> (old.metadata ->> 'queue_item_id') then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is the escrow of queue item %s: only the queue settles it', old.id,
+                              old.metadata ->> 'queue_item_id'), 'hold_id', 'finish, abandon or refund the item');
+    end if;
+    return new;
+end
+$$;
+create trigger holds_queue_guard before update of status on pgwallet.holds
+    for each row when (old.metadata ? 'queue_item_id' and new.status is distinct from old.status)
+    execute function pgwallet.guard_queue_hold();
 
 reset role;

@@ -8,7 +8,8 @@
 -- Lock order: the performer's queue row (FOR NO KEY UPDATE), then queue items (ascending id), then holds,
 -- then ordinary accounts by ascending id, then collector slots.
 -- Events: every transition sends pg_notify on channel 'pgwallet_queue_<performer_id>' at commit; a tip-grid
--- purchase that succeeds also notifies channel 'purchased_item_success'.
+-- purchase that succeeds also notifies channel 'purchased_item_success' (or, with setting queue_events =
+-- 'outbox', stores them for relay_queue_events).
 
 -- performer_queue_json: the public view of a performer's queue settings. Locks nothing.
 create or replace function pgwallet.performer_queue_json(p_queue pgwallet.performer_queues)
@@ -137,22 +138,65 @@ as $$
     from pgwallet.queue_position(p_item.performer_id, p_item.ticket, p_item.status) p
 $$;
 
--- notify_queue_item: tells the performer's channel that p_item moved from p_previous_status (null: new),
--- unless setting queue_events is 'off'. The payload is small: item, status, whether positions behind it
--- changed, and the queue's depth. Locks nothing of ours; PostgreSQL sends it at commit, and serializes
--- the commits of notifying transactions (see docs/queue.md). Raises: nothing.
+-- send_queue_event: sends one event, as setting queue_events says: 'on' (default) pg_notify now (delivered at
+-- commit; PostgreSQL serializes the commits of notifying transactions), 'outbox' a row in
+-- pgwallet.queue_events that relay_queue_events sends later, 'off' nothing (unless p_always: purchase
+-- notifications are the purchase's contract, sent directly then). Locks nothing. Raises: nothing.
+create or replace function pgwallet.send_queue_event(p_channel text, p_payload jsonb, p_always boolean default false)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_mode text := coalesce(pgwallet.setting('queue_events'), 'on');
+begin
+    if v_mode = 'outbox' then
+        insert into pgwallet.queue_events (channel, payload) values (p_channel, p_payload);
+    elsif v_mode <> 'off' or p_always then
+        perform pg_catalog.pg_notify(p_channel, p_payload::text);
+    end if;
+end
+$$;
+
+-- notify_queue_item: tells the performer's channel that p_item moved from p_previous_status (null: new).
+-- The payload is small: item, status, whether positions behind it changed, and the queue's depth.
+-- Locks nothing. Raises: nothing.
 create or replace function pgwallet.notify_queue_item(p_item pgwallet.queue_items, p_previous_status text)
 returns void
 language sql
 set search_path = pgwallet, pg_temp
 as $$
-    select pg_catalog.pg_notify('pgwallet_queue_' || p_item.performer_id, jsonb_build_object(
+    select pgwallet.send_queue_event('pgwallet_queue_' || p_item.performer_id, jsonb_build_object(
         'item_id', p_item.id, 'performer_id', p_item.performer_id, 'user_id', p_item.user_id,
         'status', p_item.status, 'previous_status', p_previous_status, 'ticket', p_item.ticket,
         'positions_changed', not p_item.pass_through and p_previous_status is not null,
         'depth', (select count(*) from pgwallet.queue_items q
-                  where q.performer_id = p_item.performer_id and q.status in ('CREATED', 'STARTED')))::text)
-    where coalesce(pgwallet.setting('queue_events'), 'on') <> 'off'
+                  where q.performer_id = p_item.performer_id and q.status in ('CREATED', 'STARTED'))))
+$$;
+
+-- relay_queue_events: with queue_events = 'outbox', sends up to p_limit stored events (pg_notify, oldest
+-- first) and deletes them; returns how many. One relay at a time (an advisory lock), so a single notifying
+-- commit carries a whole batch. Run it in a loop (`pgwallet queue relay --loop`). Locks: the relay's
+-- advisory lock, the sent rows. Raises: INVALID_REQUEST.
+create or replace function pgwallet.relay_queue_events(p_limit integer default 1000)
+returns integer
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_ids bigint[] := '{}';
+    e     record;
+begin
+    perform pgwallet.check_request(p_limit between 1 and 100000, 'limit', 'must be 1 to 100000');
+    perform pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext('relay_queue_events'));
+    for e in select q.id, q.channel, q.payload from pgwallet.queue_events q order by q.id limit p_limit loop
+        perform pg_catalog.pg_notify(e.channel, e.payload::text);
+        v_ids := v_ids || e.id;
+    end loop;
+    delete from pgwallet.queue_events where id = any (v_ids);
+    return coalesce(array_length(v_ids, 1), 0);
+end
 $$;
 
 -- enqueue_item: the intake shared by create_queue_item and purchase_tip_grid_item. Places the hold on the
@@ -277,9 +321,11 @@ begin
         v_item.pass_through := false;
         v_item.settled := false;
     else
+        perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);
         v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                                jsonb_build_object('queue_item_id', v_item.id,
                                                                   'source_feature', p_source_feature));
+        perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
         v_item.status := 'FINISHED';
         v_item.pass_through := true;
         v_item.started_at := now();
@@ -383,11 +429,11 @@ begin
     where queue_item_id = p_item.id and status = 'PENDING' and p_item.status in ('FINISHED', 'ABANDONED', 'REFUNDED')
     returning * into v_bought;
     if found and v_bought.status = 'SUCCESS' then
-        perform pg_catalog.pg_notify('purchased_item_success', jsonb_build_object(
+        perform pgwallet.send_queue_event('purchased_item_success', jsonb_build_object(
             'purchased_item_id', v_bought.id, 'queue_item_id', v_bought.queue_item_id,
             'user_id', v_bought.user_id, 'performer_id', v_bought.performer_id,
             'tip_menu_item_id', v_bought.tip_menu_item_id, 'title', v_bought.title, 'price', v_bought.price,
-            'execution_mode', v_bought.execution_mode)::text);
+            'execution_mode', v_bought.execution_mode), true);
     end if;
 end
 $$;
@@ -466,9 +512,11 @@ begin
             pg_catalog.format('queue item %s is %s: only a STARTED item finishes', p_item_id, v_item.status),
             'item_id');
     end if;
+    perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);  -- see guard_queue_hold
     v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                            jsonb_build_object('queue_item_id', v_item.id,
                                                               'source_feature', v_item.source_feature));
+    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
     update pgwallet.queue_items
     set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(),
         settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
@@ -492,7 +540,9 @@ as $$
 declare
     v_item pgwallet.queue_items;
 begin
+    perform pg_catalog.set_config('pgwallet.queue_settling', p_item.id::text, true);  -- see guard_queue_hold
     perform pgwallet.void_hold(p_item.hold_id, 'queue_item/' || p_item.id || '/void');
+    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
     update pgwallet.queue_items
     set status = p_status, settled = true, settled_at = now(), refund_reason = p_reason,
         abandoned_at = case when p_status = 'ABANDONED' then now() end,
@@ -505,6 +555,38 @@ begin
 end
 $$;
 
+-- give_back_item: the body of abandon_item and refund_item (p_scope names which): a CREATED or STARTED
+-- item becomes ABANDONED or REFUNDED with p_reason, once per idempotency key; its hold is voided. Internal.
+-- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
+-- DUPLICATE_REQUEST, INVALID_REQUEST.
+create or replace function pgwallet.give_back_item(p_scope text, p_item_id bigint, p_reason text,
+                                                   p_idempotency_key text)
+returns jsonb
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
+    v_status   text := case p_scope when 'abandon_item' then 'ABANDONED' else 'REFUNDED' end;
+    v_response jsonb;
+    v_item     pgwallet.queue_items;
+begin
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    v_item := pgwallet.lock_queue_item(p_item_id);
+    if v_item.settled then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('queue item %s is %s, settled: only a CREATED or STARTED item becomes %s', p_item_id,
+                              v_item.status, v_status), 'item_id');
+    end if;
+    v_item := pgwallet.release_queue_item(v_item, v_status, p_reason);
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, pgwallet.queue_item_json(v_item));
+end
+$$;
+
 -- abandon_item: CREATED or STARTED -> ABANDONED with a reason; the hold is voided (the user is refunded).
 -- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
 -- DUPLICATE_REQUEST, INVALID_REQUEST.
@@ -513,61 +595,27 @@ returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
-set plan_cache_mode = force_generic_plan
 as $$
-declare
-    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
-    v_response jsonb;
-    v_item     pgwallet.queue_items;
 begin
     perform pgwallet.check_request(length(p_reason) between 1 and 500, 'reason', 'must be 1 to 500 characters');
-    v_response := pgwallet.claim_idempotency_key('abandon_item', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
-    v_item := pgwallet.lock_queue_item(p_item_id);
-    if v_item.status not in ('CREATED', 'STARTED') then
-        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
-            pg_catalog.format('queue item %s is %s: only a CREATED or STARTED item is abandoned', p_item_id,
-                              v_item.status), 'item_id');
-    end if;
-    v_item := pgwallet.release_queue_item(v_item, 'ABANDONED', p_reason);
-    return pgwallet.complete_idempotency_key('abandon_item', p_idempotency_key, v_request,
-                                             pgwallet.queue_item_json(v_item));
+    return pgwallet.give_back_item('abandon_item', p_item_id, p_reason, p_idempotency_key);
 end
 $$;
 
--- refund_item: any item not settled yet (CREATED or STARTED) -> REFUNDED; the hold is voided.
--- Locks: the item, then its hold and the user's account. Raises: NOT_FOUND, INVALID_STATE_TRANSITION,
--- DUPLICATE_REQUEST, INVALID_REQUEST.
+-- refund_item: any item not settled yet (CREATED or STARTED) -> REFUNDED, the reason optional; the hold is
+-- voided. Locks: the item, then its hold and the user's account. Raises: NOT_FOUND,
+-- INVALID_STATE_TRANSITION, DUPLICATE_REQUEST, INVALID_REQUEST.
 create or replace function pgwallet.refund_item(p_item_id bigint, p_idempotency_key text,
                                                 p_reason text default null)
 returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
-set plan_cache_mode = force_generic_plan
 as $$
-declare
-    v_request  jsonb := jsonb_build_object('item_id', p_item_id, 'reason', p_reason);
-    v_response jsonb;
-    v_item     pgwallet.queue_items;
 begin
     perform pgwallet.check_request(p_reason is null or length(p_reason) between 1 and 500, 'reason',
                                    'must be 1 to 500 characters');
-    v_response := pgwallet.claim_idempotency_key('refund_item', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
-    v_item := pgwallet.lock_queue_item(p_item_id);
-    if v_item.settled then
-        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
-            pg_catalog.format('queue item %s is %s and settled: it cannot be refunded', p_item_id, v_item.status),
-            'item_id');
-    end if;
-    v_item := pgwallet.release_queue_item(v_item, 'REFUNDED', p_reason);
-    return pgwallet.complete_idempotency_key('refund_item', p_idempotency_key, v_request,
-                                             pgwallet.queue_item_json(v_item));
+    return pgwallet.give_back_item('refund_item', p_item_id, p_reason, p_idempotency_key);
 end
 $$;
 
@@ -939,5 +987,6 @@ grant execute on function
     to pgwallet_app;
 grant execute on function
     pgwallet.configure_performer_queue(bigint, bigint, integer, integer, integer, integer),
-    pgwallet.expire_stale_queue_items(integer)
+    pgwallet.expire_stale_queue_items(integer),
+    pgwallet.relay_queue_events(integer)
     to pgwallet_staff;
