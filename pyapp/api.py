@@ -8,7 +8,8 @@ one base class here, adding a procedure one spec and one line in its domain's cl
 from __future__ import annotations
 
 from pyapp.ledger import LedgerProcedures
+from pyapp.payouts import PayoutProcedures
 
 
-class Procedures(LedgerProcedures):
+class Procedures(LedgerProcedures, PayoutProcedures):
     """Every public pgwallet procedure."""
