@@ -14,6 +14,7 @@ import click
 
 from cli.context import AppContext, pass_app
 from cli.ledger import describe, describe_hold
+from cli.payouts import demo_challenge
 from pyapp.client import Client
 from pyapp.errors import InsufficientFunds
 
@@ -65,7 +66,7 @@ def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> 
         say("   " + describe(c.get_account(acc.id)))
 
 
-SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour,)
+SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour, demo_challenge)
 
 
 @click.command()

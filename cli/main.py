@@ -125,9 +125,9 @@ def check(app: AppContext, as_json: bool) -> None:
 
 
 def _register() -> None:
-    from cli import demo, ledger
+    from cli import demo, ledger, payouts
 
-    for command in (*ledger.COMMANDS, demo.demo):
+    for command in (*ledger.COMMANDS, *payouts.COMMANDS, demo.demo):
         cli.add_command(command)
 
 
