@@ -226,11 +226,12 @@ def payouts_work(app: AppContext, batch_size: int, once: bool, poll_interval: fl
         progress.update(batch)
 
     worker = PayoutWorker(app.url, batch_size=batch_size, poll_interval=poll_interval, on_batch=on_batch)
-    worker.install_signal_handlers()
+    restore = worker.install_signal_handlers()
     started = time.monotonic()
     try:
         processed = worker.run(once=once)
     finally:
+        restore()
         progress.close()
     seconds = time.monotonic() - started
     emit({"processed": processed, "seconds": round(seconds, 3)}, as_json,

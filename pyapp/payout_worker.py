@@ -57,14 +57,20 @@ class PayoutWorker:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    def install_signal_handlers(self) -> None:
-        """SIGTERM and SIGINT (Ctrl-C) stop the worker after its current batch (main thread only)."""
+    def install_signal_handlers(self) -> Callable[[], None]:
+        """SIGTERM and SIGINT (Ctrl-C) stop the worker after its current batch (main thread only).
+        Returns a function that puts the previous handlers back."""
         def handler(signum: int, _frame: FrameType | None) -> None:
             log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
             self.stop()
 
-        signal.signal(signal.SIGTERM, handler)
-        signal.signal(signal.SIGINT, handler)
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+        return restore
 
     # -- the loop -----------------------------------------------------------------------------------
 
