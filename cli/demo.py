@@ -15,6 +15,7 @@ import click
 from cli.cashless import demo_festival
 from cli.context import AppContext, pass_app
 from cli.ledger import describe, describe_hold
+from cli.payouts import demo_challenge
 from cli.queue import demo_live_show
 from pyapp.client import Client
 from pyapp.errors import InsufficientFunds
@@ -67,7 +68,8 @@ def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> 
         say("   " + describe(c.get_account(acc.id)))
 
 
-SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (ledger_tour, demo_festival, demo_live_show)
+SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (
+    ledger_tour, demo_festival, demo_live_show, demo_challenge)
 
 
 @click.command()

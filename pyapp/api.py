@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pyapp.cashless import CashlessProcedures
 from pyapp.ledger import LedgerProcedures
+from pyapp.payouts import PayoutProcedures
 from pyapp.queue import QueueProcedures
 
 
-class Procedures(LedgerProcedures, CashlessProcedures, QueueProcedures):
+class Procedures(LedgerProcedures, CashlessProcedures, QueueProcedures, PayoutProcedures):
     """Every public pgwallet procedure."""

@@ -155,6 +155,10 @@ class AlreadyProcessing(RequestRejected):
     default_message = "The performer is already performing another item"
 
 
+class PayoutJobNotFound(NotFound):
+    code, sqlstate, default_message = "PAYOUT_JOB_NOT_FOUND", "W0030", "Payout job not found"
+
+
 # Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
 # (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039).
 

@@ -549,6 +549,10 @@ begin
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('hold %s is %s: it cannot be %s', p_hold_id, v_hold.status, p_action), 'hold_id');
     end if;
+    if v_hold.credit_account_id = v_hold.account_id then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is paid out in parts: only its payout settles it', p_hold_id), 'hold_id');
+    end if;
     if p_action = 'captured' and v_hold.expires_at <= now() then
         perform pgwallet.raise_error('HOLD_EXPIRED',
             pg_catalog.format('hold %s expired at %s', p_hold_id, v_hold.expires_at), 'hold_id');
@@ -704,6 +708,203 @@ begin
     where a.id = h.account_id;
     update pgwallet.holds set status = 'expired', settled_at = now() where id = any (v_ids);
     return coalesce(array_length(v_ids, 1), 0);
+end
+$$;
+
+-- place_parts_hold: reserves p_amount on ordinary account p_account_id for a hold paid out in parts
+-- (payouts): it has many destinations, so its credit_account_id is the account itself; it never
+-- expires, cannot be captured or voided, and is settled only through pay_hold_parts. Internal.
+-- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
+-- INSUFFICIENT_FUNDS.
+create or replace function pgwallet.place_parts_hold(p_account_id bigint, p_amount bigint,
+                                                     p_metadata jsonb default '{}')
+returns pgwallet.holds
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_account pgwallet.accounts;
+    v_hold    pgwallet.holds;
+begin
+    perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
+    select * into v_account from pgwallet.accounts where id = p_account_id for update;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+    perform pgwallet.check_request(not v_account.collector, 'account_id',
+                                   'holds are placed on ordinary accounts, not on collector accounts');
+    if v_account.status <> 'active' then
+        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
+            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'account_id');
+    end if;
+    if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
+        perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
+            pg_catalog.format('account %s has %s available, %s requested', v_account.id,
+                              v_account.balance - v_account.held, p_amount), 'account_id');
+    end if;
+    update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
+    insert into pgwallet.holds (account_id, credit_account_id, amount, currency, metadata)
+    values (p_account_id, p_account_id, p_amount, v_account.currency, coalesce(p_metadata, '{}'))
+    returning * into v_hold;
+    return v_hold;
+end
+$$;
+
+-- pay_hold_parts: pays parts of an open hold placed by place_parts_hold, set-based: one transfer per
+-- credit (p_credits[i] gets p_amounts[i]; distinct ordinary accounts), each carrying the hold's id.
+-- The hold's amount (what is still held) shrinks by what is paid. A credit account that is missing,
+-- frozen, closed, a collector or of another currency is refused alone: its row comes back with the
+-- error code and nothing is paid to it. With p_settle (or when nothing remains held) the remainder
+-- is released and the hold settled: captured (amount = paid + released, captured_amount = every part)
+-- or voided when no part was ever paid. p_transfer_ids, when given, are the ids (from
+-- transfers_id_seq) the accepted parts take, so a caller can record them first. Returns one row per
+-- credit, in input order. Internal.
+-- Locks: the hold row, then the credit accounts and the hold's account FOR UPDATE by ascending id.
+-- Raises: INVALID_REQUEST, HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, INSUFFICIENT_FUNDS.
+create or replace function pgwallet.pay_hold_parts(
+    p_hold_id      bigint,
+    p_operation_id bigint,
+    p_kind         text,
+    p_credits      bigint[],
+    p_amounts      bigint[],
+    p_settle       boolean default false,
+    p_metadata     jsonb default '{}',
+    p_transfer_ids bigint[] default null)
+returns table (account_id bigint, transfer_id bigint, refusal text)
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    n           integer := coalesce(array_length(p_amounts, 1), 0);
+    v_hold      pgwallet.holds;
+    v_account   pgwallet.accounts;
+    v_credits   bigint[];
+    v_amounts   bigint[];
+    v_transfers bigint[];
+    v_total     bigint;
+    v_refusals  text[];
+    v_balances  bigint[];
+    v_versions  bigint[];
+    c_id        bigint[];
+    c_status    text[];
+    c_currency  text[];
+    c_balance   bigint[];
+    c_version   bigint[];
+    v_paid      integer;
+    v_captured  bigint;
+    v_last      bigint;
+begin
+    if coalesce(array_length(p_credits, 1), 0) <> n
+       or (p_transfer_ids is not null and (cardinality(p_transfer_ids) <> n or array_position(p_transfer_ids, null) > 0))
+       or exists (select 1 from unnest(p_credits, p_amounts) u(c, a) where u.c is null or u.a is null or u.a <= 0)
+       or (select count(distinct c) from unnest(p_credits) c) <> n then
+        perform pgwallet.raise_error('INVALID_REQUEST',
+            'parts: distinct credit accounts, each with a positive amount', 'parts');
+    end if;
+    select * into v_hold from pgwallet.holds h where h.id = p_hold_id for update;
+    if not found then
+        perform pgwallet.raise_error('HOLD_NOT_FOUND', pg_catalog.format('hold %s', p_hold_id), 'hold_id');
+    end if;
+    if v_hold.status <> 'open' or v_hold.credit_account_id <> v_hold.account_id then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is %s, or not a hold paid in parts', p_hold_id, v_hold.status), 'hold_id');
+    end if;
+    -- one locking read of every ordinary account involved, kept in arrays for the rest
+    select coalesce(array_agg(a.id), '{}'), coalesce(array_agg(a.status), '{}'), coalesce(array_agg(a.currency), '{}'),
+           coalesce(array_agg(a.balance), '{}'), coalesce(array_agg(a.version), '{}')
+    into c_id, c_status, c_currency, c_balance, c_version
+    from (select x.id, x.status, x.currency, x.balance, x.version from pgwallet.accounts x
+          where x.id = any (p_credits || v_hold.account_id) and not x.collector
+          order by x.id
+          for update) a;
+    select * into v_account from pgwallet.accounts a where a.id = v_hold.account_id;
+    if v_account.status <> 'active' then
+        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
+            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'hold_id');
+    end if;
+
+    -- judge every part: null for an accepted one, else the code of the error it would have raised
+    -- (a collector was not locked above: it is refused like a missing account would be, by its code)
+    select array_agg(j.refusal order by j.ord),
+           coalesce(array_agg(j.credit order by j.ord) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.amount order by j.ord) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.balance order by j.ord) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.version order by j.ord) filter (where j.refusal is null), '{}'),
+           coalesce(sum(j.amount) filter (where j.refusal is null), 0)::bigint,
+           coalesce(array_agg(j.transfer_id order by j.ord) filter (where j.refusal is null), '{}')
+    into v_refusals, v_credits, v_amounts, v_balances, v_versions, v_total, v_transfers
+    from (select u.ord, u.credit, u.amount, c.balance, c.version, p_transfer_ids[u.ord] as transfer_id,
+                 case when c.id is null then
+                          case when exists (select 1 from pgwallet.accounts x where x.id = u.credit)
+                               then 'INVALID_REQUEST' else 'ACCOUNT_NOT_FOUND' end
+                      when c.status = 'frozen' then 'ACCOUNT_FROZEN'
+                      when c.status = 'closed' then 'ACCOUNT_CLOSED'
+                      when c.currency <> v_hold.currency then 'CURRENCY_MISMATCH'
+                      when c.id = v_hold.account_id or c.balance > 9223372036854775807 - u.amount
+                          then 'INVALID_REQUEST'
+                 end as refusal
+          from unnest(p_credits, p_amounts) with ordinality u(credit, amount, ord)
+          left join unnest(c_id, c_status, c_currency, c_balance, c_version) c(id, status, currency, balance, version)
+                 on c.id = u.credit) j;
+    v_paid := cardinality(v_credits);
+    if v_total > v_hold.amount then
+        perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
+            pg_catalog.format('hold %s has %s left, parts need %s', p_hold_id, v_hold.amount, v_total), 'parts');
+    end if;
+
+    if v_paid > 0 then
+        if p_transfer_ids is null then
+            v_transfers := array(select nextval('pgwallet.transfers_id_seq') from generate_series(1, v_paid));
+        end if;
+        insert into pgwallet.transfers (id, operation_id, debit_account_id, credit_account_id, amount, currency,
+                                        hold_id, kind, metadata)
+        select t.id, p_operation_id, v_hold.account_id, t.credit, t.amount, v_hold.currency, p_hold_id, p_kind,
+               coalesce(p_metadata, '{}')
+        from unnest(v_transfers, v_credits, v_amounts) t(id, credit, amount);
+        -- the hold's account: one debit per part, its running balance by a window; each credit: one entry
+        insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
+                                      account_version)
+        select t.id, v_hold.account_id, null::smallint, -t.amount, v_account.balance - sum(t.amount) over w + t.amount,
+               v_account.balance - sum(t.amount) over w, v_account.version + t.ord
+        from unnest(v_transfers, v_amounts) with ordinality t(id, amount, ord)
+        window w as (order by t.ord rows between unbounded preceding and current row)
+        union all
+        select t.id, t.credit, null, t.amount, t.balance, t.balance + t.amount, t.version + 1
+        from unnest(v_transfers, v_credits, v_amounts, v_balances, v_versions) t(id, credit, amount, balance, version);
+        update pgwallet.accounts a
+        set balance = u.balance + u.amount, version = u.version + 1, updated_at = now()
+        from unnest(v_credits, v_amounts, v_balances, v_versions) u(id, amount, balance, version)
+        where a.id = u.id;
+    end if;
+
+    v_hold.amount := v_hold.amount - v_total;
+    if v_hold.amount > 0 and not p_settle then
+        update pgwallet.accounts a
+        set balance = a.balance - v_total, held = a.held - v_total, version = a.version + v_paid, updated_at = now()
+        where a.id = v_hold.account_id;
+        update pgwallet.holds h set amount = v_hold.amount where h.id = p_hold_id;
+    else
+        -- settle: release what is left; the hold keeps its whole story (paid parts + released rest)
+        update pgwallet.accounts a
+        set balance = a.balance - v_total, held = a.held - v_total - v_hold.amount, version = a.version + v_paid,
+            updated_at = now()
+        where a.id = v_hold.account_id;
+        select sum(t.amount)::bigint, max(t.id) into v_captured, v_last
+        from pgwallet.transfers t where t.hold_id = p_hold_id;
+        update pgwallet.holds h
+        set status = case when v_captured is null then 'voided' else 'captured' end,
+            amount = coalesce(v_captured, 0) + v_hold.amount,
+            captured_amount = v_captured, settlement_transfer_id = v_last, settled_at = now()
+        where h.id = p_hold_id;
+    end if;
+
+    return query
+    select u.credit, t.id, u.refusal
+    from unnest(p_credits, v_refusals) with ordinality u(credit, refusal, ord)
+    left join unnest(v_transfers, v_credits) t(id, credit) on t.credit = u.credit and u.refusal is null
+    order by u.ord;
 end
 $$;
 

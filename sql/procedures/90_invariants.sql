@@ -62,13 +62,21 @@ as $$
            pg_catalog.format('hold %s is %s with %s transfers', h.id, h.status,
                              (select count(*) from pgwallet.transfers t where t.hold_id = h.id))
     from pgwallet.holds h
-    where case h.status
+    where case when h.credit_account_id = h.account_id then
+              -- a hold paid in parts (payouts): every part debits its account; settled, the parts sum to
+              -- captured_amount and the last one is the settlement transfer
+              exists (select 1 from pgwallet.transfers t where t.hold_id = h.id and t.debit_account_id <> h.account_id)
+              or (h.status <> 'open' and coalesce((select sum(t.amount) from pgwallet.transfers t
+                                                    where t.hold_id = h.id), 0) <> coalesce(h.captured_amount, 0))
+              or (h.status = 'captured' and h.settlement_transfer_id is distinct from
+                  (select max(t.id) from pgwallet.transfers t where t.hold_id = h.id))
+          else case h.status
               when 'captured' then (select count(*) from pgwallet.transfers t
                                     where t.hold_id = h.id and t.amount = h.captured_amount
                                       and t.id = h.settlement_transfer_id) <> 1
                                 or (select count(*) from pgwallet.transfers t where t.hold_id = h.id) <> 1
               else exists (select 1 from pgwallet.transfers t where t.hold_id = h.id)
-          end
+          end end
     union all
     -- cashless: every card is a 'card' account of its own currency
     select 'cashless_card_account', c.account_id, c.currency, pg_catalog.format('card %s', c.id)
@@ -126,6 +134,45 @@ as $$
     where b.status <> case i.status when 'FINISHED' then 'SUCCESS' when 'ABANDONED' then 'REFUNDED'
                                     when 'REFUNDED' then 'REFUNDED' else 'PENDING' end
        or b.price <> i.tokens or b.user_id <> i.user_id
+    union all
+    -- payouts: each paid entry has exactly its transfer (from the pool's hold, to its winner, of its
+    -- amount) and the job's hold has no other transfer: no winner paid twice or without an entry
+    select 'payout_paid_once', e.account_id, j.currency, pg_catalog.format('job %s entry %s', j.id, e.id)
+    from pgwallet.payout_entries e
+    join pgwallet.payout_jobs j on j.id = e.job_id
+    left join pgwallet.transfers t on t.id = e.transfer_id
+    where (e.status = 'completed' and e.amount > 0)
+      and (t.id is null or t.hold_id is distinct from j.hold_id or t.credit_account_id <> e.account_id
+           or t.amount <> e.amount)
+    union all
+    select 'payout_paid_once', j.pool_account_id, j.currency,
+           pg_catalog.format('job %s: %s transfers from its hold, %s paid entries', j.id, t.n, e.n)
+    from pgwallet.payout_jobs j
+    cross join lateral (select count(*) as n from pgwallet.transfers t where t.hold_id = j.hold_id) t
+    cross join lateral (select count(*) as n from pgwallet.payout_entries e
+                        where e.job_id = j.id and e.status = 'completed' and e.amount > 0) e
+    where j.hold_id is not null and t.n <> e.n
+    union all
+    -- payouts: entries plus fee are the pool; the hold still holds exactly what is owed (pending and
+    -- failed entries) while open; the counters match the entries
+    select 'payout_job_consistent', j.pool_account_id, j.currency,
+           pg_catalog.format('job %s: entries %s, paid %s/%s, failed %s/%s, cancelled %s/%s, hold %s owed %s',
+                             j.id, e.total, j.paid_winners, e.paid, j.failed_winners, e.failed,
+                             j.cancelled_winners, e.cancelled, h.amount, e.owed)
+    from pgwallet.payout_jobs j
+    left join pgwallet.holds h on h.id = j.hold_id
+    cross join lateral (
+        select coalesce(sum(x.amount), 0) as total, count(*) as n,
+               count(*) filter (where x.status = 'completed') as paid,
+               count(*) filter (where x.status = 'failed') as failed,
+               count(*) filter (where x.status = 'cancelled') as cancelled,
+               coalesce(sum(x.amount) filter (where x.status in ('pending', 'failed')), 0) as owed,
+               coalesce(sum(x.amount) filter (where x.status = 'completed'), 0) as paid_amount
+        from pgwallet.payout_entries x where x.job_id = j.id) e
+    where e.total <> j.payout_total or e.n <> j.total_winners or e.paid <> j.paid_winners
+       or e.failed <> j.failed_winners or e.cancelled <> j.cancelled_winners or e.paid_amount <> j.paid_amount
+       or (h.status = 'open' and h.amount <> e.owed)
+       or (h.status is distinct from 'open' and e.owed <> 0)
 $$;
 
 grant execute on function pgwallet.check_invariants() to pgwallet_staff, pgwallet_readonly;
