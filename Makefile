@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-thorough lint bench clean
+.PHONY: setup run test test-thorough lint bench bench-ledger bench-cashless bench-queue bench-payouts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,8 +33,20 @@ test: setup lint
 test-thorough: setup
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest
 
-bench: setup
+# Every benchmark, one after the other (each prints its ratios and writes bench/results/<name>.json).
+bench: bench-ledger bench-cashless bench-queue bench-payouts
+
+bench-ledger: setup
 	$(BIN)/python bench/run.py
+
+bench-cashless: setup
+	$(BIN)/python bench/cashless.py
+
+bench-queue: setup
+	$(BIN)/python bench/queue.py
+
+bench-payouts: setup
+	$(BIN)/python bench/payouts.py
 
 clean:
 	-$(BIN)/pgwallet db down
