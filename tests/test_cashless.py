@@ -395,3 +395,27 @@ def test_roles_terminals_run_as_app_setup_is_staff_work(fest: Festival, db_url: 
         conn.execute("set role pgwallet_staff")
         assert conn.execute("select pgwallet.issue_card('04STAFF') ->> 'uid'").fetchone() == ("04STAFF",)
     assert fest.client.get_card(card.card_id).balance == 4550
+
+
+def test_a_request_id_is_never_reused_after_its_key_expired(fest: Festival, db_url: str) -> None:
+    """The idempotency keys expire (24 h); the domain tables' own unique request ids still refuse a second
+    order, recharge, refund or drawer closing under an old id, and a late Stripe redelivery still replays."""
+    c = fest.client
+    card = fest.card(10_000)
+    order = c.process_bar_order(card.card_id, BEER, 1350, "old-order", fest.bar)
+    c.process_checkpoint_recharge(card.card_id, 1000, fest.staff, fest.checkpoint, "cash", "old-recharge")
+    c.refund_bar_order(order.order_id, "old-refund", items=[{"sku": "water", "quantity": 1}])
+    c.close_drawer(fest.checkpoint, fest.staff, 1000, "old-drawer")
+    stripe = c.process_stripe_recharge(card.card_id, 500, "cs_old")
+    with psycopg.connect(db_url) as conn:
+        conn.execute("update pgwallet.idempotency_keys set expires_at = now() - interval '1 second'")
+    refused(db_url, errors.DuplicateRequest,
+            lambda: c.process_bar_order(card.card_id, BEER, 1350, "old-order", fest.bar), "client_request_id")
+    refused(db_url, errors.DuplicateRequest, lambda: c.process_checkpoint_recharge(
+        card.card_id, 1000, fest.staff, fest.checkpoint, "cash", "old-recharge"), "client_request_id")
+    refused(db_url, errors.DuplicateRequest, lambda: c.refund_bar_order(order.order_id, "old-refund"),
+            "client_request_id")
+    refused(db_url, errors.DuplicateRequest, lambda: c.close_drawer(fest.checkpoint, fest.staff, 0, "old-drawer"),
+            "client_request_id")
+    late = c.process_stripe_recharge(card.card_id, 500, "cs_old")
+    assert late.replayed and late.recharge_id == stripe.recharge_id

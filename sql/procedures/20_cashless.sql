@@ -513,6 +513,11 @@ begin
     if v_response is not null then
         return v_response;
     end if;
+    if exists (select 1 from pgwallet.bar_refunds where client_request_id = p_client_request_id) then
+        perform pgwallet.raise_error('DUPLICATE_REQUEST',
+            pg_catalog.format('refund %s exists (its idempotency key has expired)', p_client_request_id),
+            'client_request_id');
+    end if;
     select * into v_order from pgwallet.bar_orders where id = p_order_id for update;
     if not found then
         perform pgwallet.raise_error('ORDER_NOT_FOUND', pg_catalog.format('order %s', p_order_id), 'order_id');
@@ -797,6 +802,11 @@ begin
     v_response := pgwallet.claim_idempotency_key('close_drawer', p_client_request_id, v_request);
     if v_response is not null then
         return v_response;
+    end if;
+    if exists (select 1 from pgwallet.drawer_closings where client_request_id = p_client_request_id) then
+        perform pgwallet.raise_error('DUPLICATE_REQUEST',
+            pg_catalog.format('drawer closing %s exists (its idempotency key has expired)', p_client_request_id),
+            'client_request_id');
     end if;
     select * into v_checkpoint from pgwallet.checkpoints where id = p_checkpoint_id for update;
     if not found then
