@@ -80,7 +80,12 @@ def test_watch_prints_events(client: Client, db_url: str) -> None:
     watcher = threading.Thread(target=lambda: outputs.append(
         run(db_url, "queue", "watch", str(performer), "--count", "2", "--timeout", "10", "--json").output))
     watcher.start()
-    time.sleep(1.0)  # the listener connects
+    deadline = time.monotonic() + 15
+    with client.pool.connection() as conn:  # wait until the watcher listens
+        while not conn.execute("select count(*) from pg_stat_activity where query like %s",
+                               (f'LISTEN "pgwallet_queue_{performer}"%',)).fetchone()["count"]:
+            assert time.monotonic() < deadline, "the watcher never listened"
+            time.sleep(0.05)
     item = stage.enqueue(performer, user)
     client.start_item(item, "s")
     watcher.join(15)

@@ -156,3 +156,19 @@ def test_tip_menu(stage: Stage) -> None:
         c.get_purchased_item(10**12)
     with pytest.raises(errors.NotFound):
         c.get_tip_menu(10**12)
+
+
+def test_a_queue_item_key_is_never_used_twice(stage: Stage) -> None:
+    """A purchase's queue item has key tip_grid/<purchase key>: a direct item with that key came first, so
+    the purchase is refused (and the other way round), never a second item with one key."""
+    c = stage.client
+    performer, user = stage.performer(), stage.user(500)
+    item = menu(stage, performer)
+    c.create_queue_item(performer, user, 10, "direct", "tip_grid/k1")
+    with pytest.raises(errors.DuplicateRequest) as refused:
+        c.purchase_tip_grid_item(user, performer, item, "QUEUED", idempotency_key="k1")
+    assert refused.value.field == "idempotency_key"
+    c.purchase_tip_grid_item(user, performer, item, "QUEUED", idempotency_key="k2")
+    with pytest.raises(errors.DuplicateRequest):
+        c.create_queue_item(performer, user, 10, "direct", "tip_grid/k2")
+    assert stage.available(user) == 500 - 10 - 100

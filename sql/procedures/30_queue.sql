@@ -245,6 +245,8 @@ begin
     perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
     perform pgwallet.check_request(p_user_id is distinct from p_performer_id, 'user_id',
                                    'must differ from performer_id');
+    -- the item's own key, unique forever: callers of other scopes (a purchase's 'tip_grid/<key>') wait here
+    perform pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext('queue_items/' || p_idempotency_key));
     if exists (select 1 from pgwallet.queue_items where idempotency_key = p_idempotency_key) then
         -- the idempotency key expired, but the item it made is still there: a new request needs a new key
         perform pgwallet.raise_error('DUPLICATE_REQUEST',
