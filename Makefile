@@ -43,7 +43,7 @@ bench-cashless: setup
 	$(BIN)/python bench/cashless.py
 
 bench-queue: setup
-	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/performer_queue.py
 
 bench-payouts: setup
 	$(BIN)/python bench/payouts.py

@@ -1,8 +1,8 @@
 """Queue benchmark: create -> start -> complete cycles per second over many performers, interleaved with
 pgbench's TPC-B-like reference run on the same server (R Q R Q ...), as bench/run.py does for transfers.
 
-    .venv/bin/python bench/queue.py            # 8 and 32 clients, 3 pairs of 10 s
-    .venv/bin/python bench/queue.py --quick    # 8 clients, 1 pair of 2 s
+    .venv/bin/python bench/performer_queue.py            # 8 and 32 clients, 3 pairs of 10 s
+    .venv/bin/python bench/performer_queue.py --quick    # 8 clients, 1 pair of 2 s
 
 Each pgbench transaction of ``bench/queue_cycle.sql`` is one whole cycle (three calls, three commits):
 ``create_queue_item`` (the hold on a random user's wallet), ``start_item``, ``complete_item`` (the capture
@@ -12,30 +12,18 @@ The ratio is cycles/s over TPC-B-like tps of the run just before; latencies are 
 pgbench's per-transaction log). Results go to bench/results/queue.json. The server, the durability and
 the CHECKPOINT before each run are bench/run.py's (imported, not copied).
 """
-# ruff: noqa: E402  (the standard library's queue module is loaded first, see below)
-
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the standard library's queue module, which psycopg and asyncio import: load the
-# real one before bench/ (this file's folder, first on sys.path when run as a script) is searched.
-_HERE = str(Path(__file__).resolve().parent)
-_SAVED = list(sys.path)
-sys.path[:] = [p for p in sys.path if p and str(Path(p).resolve()) != _HERE]
-import queue  # noqa: F401  (the standard library's, now cached in sys.modules)
-
-sys.path[:] = _SAVED
 
 import argparse
 import math
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
