@@ -358,10 +358,9 @@ begin
             where e.id = picked.id
             returning e.id, e.account_id, e.amount, e.transfer_id
         )
-        select array_agg(m.id order by m.id), array_agg(m.account_id order by m.id), array_agg(m.amount order by m.id),
-               array_agg(m.transfer_id order by m.id)
+        select array_agg(m.id), array_agg(m.account_id), array_agg(m.amount), array_agg(m.transfer_id)
         into v_ids, v_accounts, v_amounts, v_transfers
-        from marked m;
+        from (select * from marked order by marked.id) m;  -- sorted once; the arrays stay aligned
         v_count := coalesce(array_length(v_ids, 1), 0);
     end if;
     if v_count > 0 then
