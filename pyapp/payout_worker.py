@@ -99,8 +99,10 @@ class PayoutWorker:
                 processed += batch.processed
                 if self.on_batch is not None:
                     self.on_batch(batch)
-                if self.job_id is not None and batch.processed == 0:
-                    break
+                if batch.processed == 0:
+                    if self.job_id is not None:
+                        break
+                    self._stop.wait(0.05)  # a job that just finished elsewhere: no busy loop
         finally:
             self._close_listener()
             self.client.close()
