@@ -97,8 +97,11 @@ class PayoutWorker:
                     log.warning("database unavailable (%s): retrying in %.1f s", exc, self.poll_interval)
                     self._stop.wait(self.poll_interval)
                     continue
-                except PgWalletError as exc:  # e.g. the job vanished under us: look for the next one
+                except PgWalletError as exc:  # refused by a rule: log it, do not hammer the database
                     log.warning("batch refused: %s", exc)
+                    if self.job_id is not None:
+                        raise
+                    self._stop.wait(self.poll_interval)
                     continue
                 processed += batch.processed
                 if self.on_batch is not None:
