@@ -12,6 +12,7 @@ connection pooler that does not pass them on). ``stop()`` (or SIGTERM / Ctrl-C t
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from pyapp.client import Client
 from pyapp.errors import DatabaseError, PgWalletError
@@ -38,12 +40,14 @@ class PayoutWorker:
 
     def __init__(self, url: str, *, batch_size: int = 500, poll_interval: float = 2.0,
                  on_batch: Callable[[PayoutBatch], None] | None = None, job_id: int | None = None) -> None:
-        self.url = url
+        #: seen in pg_stat_activity.application_name (DBAs see which process holds which connection)
+        self.application_name = f"pgwallet payout worker {os.getpid()}"
+        self.url = make_conninfo(plain_url(url), application_name=self.application_name)
         self.job_id = job_id
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.on_batch = on_batch
-        self.client = Client(url, min_size=1, max_size=1)
+        self.client = Client(self.url, min_size=1, max_size=1)
         self._stop = threading.Event()
         self._listener: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -93,14 +97,19 @@ class PayoutWorker:
                     log.warning("database unavailable (%s): retrying in %.1f s", exc, self.poll_interval)
                     self._stop.wait(self.poll_interval)
                     continue
-                except PgWalletError as exc:  # e.g. the job vanished under us: look for the next one
+                except PgWalletError as exc:  # refused by a rule: log it, do not hammer the database
                     log.warning("batch refused: %s", exc)
+                    if self.job_id is not None:
+                        raise
+                    self._stop.wait(self.poll_interval)
                     continue
                 processed += batch.processed
                 if self.on_batch is not None:
                     self.on_batch(batch)
-                if self.job_id is not None and batch.processed == 0:
-                    break
+                if batch.processed == 0:
+                    if self.job_id is not None:
+                        break
+                    self._stop.wait(0.05)  # a job that just finished elsewhere: no busy loop
         finally:
             self._close_listener()
             self.client.close()
@@ -122,7 +131,7 @@ class PayoutWorker:
 
     def _listen(self) -> psycopg.Connection[tuple[object, ...]]:
         if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(plain_url(self.url), autocommit=True, connect_timeout=5)
+            self._listener = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
             self._listener.execute(f"listen {CHANNEL}")
         return self._listener
 

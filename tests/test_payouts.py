@@ -343,3 +343,25 @@ def test_async_client_has_the_same_methods(ledger: Ledger, db_url: str) -> None:
     created, done = asyncio.run(run())
     assert created.status == "queued" and done.status == "completed"
     assert (ledger.balance(a), ledger.balance(b)) == (25, 75)
+
+
+def test_check_notices_a_winner_paid_twice_or_not_at_all(ledger: Ledger, db_url: str) -> None:
+    c = ledger.client
+    pool = ledger.funded(1000, kind="pool")
+    a, b = winners(ledger, 2)
+    job = c.create_payout_job("tamper", pool, 100, 0, [{"account_id": a, "share": 1}, {"account_id": b, "share": 1}],
+                              "k")
+    drain(c, job.job_id)
+    assert c.check_invariants() == []
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        row = conn.execute("select id, transfer_id from pgwallet.payout_entries where job_id = %s and account_id = %s",
+                           (job.job_id, a)).fetchone()
+        assert row is not None
+        # the entry forgets its payment: a worker would pay it again
+        conn.execute("update pgwallet.payout_entries set status = 'pending', transfer_id = null where id = %s",
+                     (row[0],))
+        found = {v.invariant for v in c.check_invariants()}
+        assert found == {"payout_paid_once"}
+        conn.execute("update pgwallet.payout_entries set status = 'completed', transfer_id = %s where id = %s",
+                     (row[1], row[0]))
+    assert c.check_invariants() == []

@@ -165,12 +165,22 @@ def test_killing_workers_mid_batch_twenty_times_loses_nothing(ledger: Ledger, db
         return subprocess.Popen([str(PGWALLET), "payouts", "work", "--batch-size", "100", "--poll", "0.2"], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
+    watcher = psycopg.connect(db_url, autocommit=True)
+
+    def connected(proc: subprocess.Popen[bytes]) -> None:
+        """Wait until the worker process has its database connection (its signal handlers are set)."""
+        deadline = time.monotonic() + 30
+        while not watcher.execute("select 1 from pg_stat_activity where application_name = %s",
+                                  (f"pgwallet payout worker {proc.pid}",)).fetchone() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
     kills = mid_job = 0
     rng = random.Random(5)
     spare = spawn()  # the next worker starts up while the current one pays: the kills come faster
     while kills < 20:
-        proc, before = spare, c.get_payout_job_status(job.job_id).paid_winners
-        deadline = time.monotonic() + 20
+        proc = spare
+        connected(proc)
+        before, deadline = c.get_payout_job_status(job.job_id).paid_winners, time.monotonic() + 20
         while c.get_payout_job_status(job.job_id).paid_winners == before and time.monotonic() < deadline:
             time.sleep(0.002)
         spare = spawn()
@@ -181,10 +191,9 @@ def test_killing_workers_mid_batch_twenty_times_loses_nothing(ledger: Ledger, db
         assert proc.returncode == -signal.SIGKILL, err
         kills += 1
         mid_job += status.pending_winners > 0
-    before, deadline = c.get_payout_job_status(job.job_id).paid_winners, time.monotonic() + 20
-    while c.get_payout_job_status(job.job_id).paid_winners == before and time.monotonic() < deadline:
-        time.sleep(0.002)
-    spare.send_signal(signal.SIGTERM)  # the last one, busy too, stops cleanly after its batch
+    connected(spare)
+    watcher.close()
+    spare.send_signal(signal.SIGTERM)  # the last one stops cleanly after its batch
     _, err = spare.communicate(timeout=30)
     assert spare.returncode == 0, err
     assert mid_job >= 15  # most kills hit a job with work left

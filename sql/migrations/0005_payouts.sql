@@ -25,6 +25,7 @@ create table pgwallet.payout_jobs (
     failed_winners    integer not null default 0,
     cancelled_winners integer not null default 0,
     paid_amount       bigint not null default 0,
+    next_entry_id     bigint not null default 0,  -- batches look for pending entries after this id
     error             text,
     created_at        timestamptz not null default now(),
     started_at        timestamptz,
@@ -52,9 +53,10 @@ create table pgwallet.payout_entries (
     transfer_id  bigint,
     processed_at timestamptz,
     check ((status = 'completed' and amount > 0) = (transfer_id is not null))
-);
-create index payout_entries_pending_idx on pgwallet.payout_entries (job_id, id) where status = 'pending';
-create index payout_entries_failed_idx on pgwallet.payout_entries (job_id, id) where status = 'failed';
+) with (fillfactor = 50);
+-- No index names status: a batch's update of an entry (pending -> completed) is then a HOT update, in
+-- the room fillfactor leaves on each page. Batches find pending entries from the job's cursor on.
+create index payout_entries_job_idx on pgwallet.payout_entries (job_id, id);
 
 insert into pgwallet.error_catalogue (code, sqlstate, http_status, message) values
     ('PAYOUT_JOB_NOT_FOUND', 'W0030', 404, 'Payout job not found');

@@ -827,13 +827,14 @@ begin
 
     -- judge every part: null for an accepted one, else the code of the error it would have raised
     -- (a collector was not locked above: it is refused like a missing account would be, by its code)
-    select array_agg(j.refusal order by j.ord),
-           coalesce(array_agg(j.credit order by j.ord) filter (where j.refusal is null), '{}'),
-           coalesce(array_agg(j.amount order by j.ord) filter (where j.refusal is null), '{}'),
-           coalesce(array_agg(j.balance order by j.ord) filter (where j.refusal is null), '{}'),
-           coalesce(array_agg(j.version order by j.ord) filter (where j.refusal is null), '{}'),
+    -- (the parts come sorted once, in input order, and every array is aggregated from that one pass)
+    select array_agg(j.refusal),
+           coalesce(array_agg(j.credit) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.amount) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.balance) filter (where j.refusal is null), '{}'),
+           coalesce(array_agg(j.version) filter (where j.refusal is null), '{}'),
            coalesce(sum(j.amount) filter (where j.refusal is null), 0)::bigint,
-           coalesce(array_agg(j.transfer_id order by j.ord) filter (where j.refusal is null), '{}')
+           coalesce(array_agg(j.transfer_id) filter (where j.refusal is null), '{}')
     into v_refusals, v_credits, v_amounts, v_balances, v_versions, v_total, v_transfers
     from (select u.ord, u.credit, u.amount, c.balance, c.version, p_transfer_ids[u.ord] as transfer_id,
                  case when c.id is null then
@@ -847,7 +848,8 @@ begin
                  end as refusal
           from unnest(p_credits, p_amounts) with ordinality u(credit, amount, ord)
           left join unnest(c_id, c_status, c_currency, c_balance, c_version) c(id, status, currency, balance, version)
-                 on c.id = u.credit) j;
+                 on c.id = u.credit
+          order by u.ord) j;
     v_paid := cardinality(v_credits);
     if v_total > v_hold.amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',

@@ -344,25 +344,32 @@ begin
         end if;
         -- take the entries and mark them paid with their transfer ids in one write; the few refused
         -- below are marked failed instead (all in this one transaction)
-        with picked as (
-            select x.id from pgwallet.payout_entries x
-            where x.job_id = p_job_id and x.status = 'pending'
-            order by x.id
-            limit p_batch_size
-            for update skip locked
-        ), marked as (
-            update pgwallet.payout_entries e
-            set status = 'completed', transfer_id = nextval('pgwallet.transfers_id_seq'), attempts = e.attempts + 1,
-                error = null, processed_at = now()
-            from picked
-            where e.id = picked.id
-            returning e.id, e.account_id, e.amount, e.transfer_id
-        )
-        select array_agg(m.id order by m.id), array_agg(m.account_id order by m.id), array_agg(m.amount order by m.id),
-               array_agg(m.transfer_id order by m.id)
-        into v_ids, v_accounts, v_amounts, v_transfers
-        from marked m;
-        v_count := coalesce(array_length(v_ids, 1), 0);
+        -- from the job's cursor on (batches of a job run one after another); should a pending entry
+        -- have been passed by (a row lock held elsewhere), an empty look starts again from the top
+        loop
+            with picked as (
+                select x.id from pgwallet.payout_entries x
+                where x.job_id = p_job_id and (x.job_id, x.id) > (p_job_id, v_job.next_entry_id)  -- the job's index
+                  and x.status = 'pending'
+                order by x.job_id, x.id
+                limit p_batch_size
+                for update skip locked
+            ), marked as (
+                update pgwallet.payout_entries e
+                set status = 'completed', transfer_id = nextval('pgwallet.transfers_id_seq'),
+                    attempts = e.attempts + 1, error = null, processed_at = now()
+                from picked
+                where e.id = picked.id
+                returning e.id, e.account_id, e.amount, e.transfer_id
+            )
+            select array_agg(m.id), array_agg(m.account_id), array_agg(m.amount), array_agg(m.transfer_id)
+            into v_ids, v_accounts, v_amounts, v_transfers
+            from (select * from marked order by marked.id) m;  -- sorted once; the arrays stay aligned
+            v_count := coalesce(array_length(v_ids, 1), 0);
+            exit when v_count > 0 or v_job.next_entry_id = 0
+                   or v_job.paid_winners + v_job.failed_winners + v_job.cancelled_winners >= v_job.total_winners;
+            v_job.next_entry_id := 0;
+        end loop;
     end if;
     if v_count > 0 then
         select coalesce(array_agg(i.id) filter (where r.refusal is not null), '{}'),
@@ -382,7 +389,8 @@ begin
             where e.id = f.id;
         end if;
         update pgwallet.payout_jobs j
-        set status = 'running', started_at = coalesce(j.started_at, now()), paid_winners = j.paid_winners + v_paid,
+        set status = 'running', started_at = coalesce(j.started_at, now()), next_entry_id = v_ids[v_count],
+            paid_winners = j.paid_winners + v_paid,
             failed_winners = j.failed_winners + v_failed, processed_winners = j.processed_winners + v_paid + v_failed,
             paid_amount = j.paid_amount + v_amount
         where j.id = p_job_id
@@ -437,7 +445,7 @@ begin
     update pgwallet.payout_jobs j
     set status = case when v_count > 0 or j.status = 'failed' then 'running' else j.status end,
         failed_winners = j.failed_winners - v_count, processed_winners = j.processed_winners - v_count,
-        error = null,
+        error = null, next_entry_id = 0,
         completed_at = case when v_count > 0 or j.status = 'failed' then null else j.completed_at end
     where j.id = p_job_id
     returning * into v_job;

@@ -145,34 +145,39 @@ as $$
       and (t.id is null or t.hold_id is distinct from j.hold_id or t.credit_account_id <> e.account_id
            or t.amount <> e.amount)
     union all
-    select 'payout_paid_once', j.pool_account_id, j.currency,
-           pg_catalog.format('job %s: %s transfers from its hold, %s paid entries', j.id, t.n, e.n)
-    from pgwallet.payout_jobs j
-    cross join lateral (select count(*) as n from pgwallet.transfers t where t.hold_id = j.hold_id) t
-    cross join lateral (select count(*) as n from pgwallet.payout_entries e
-                        where e.job_id = j.id and e.status = 'completed' and e.amount > 0) e
-    where j.hold_id is not null and t.n <> e.n
-    union all
-    -- payouts: entries plus fee are the pool; the hold still holds exactly what is owed (pending and
-    -- failed entries) while open; the counters match the entries
-    select 'payout_job_consistent', j.pool_account_id, j.currency,
-           pg_catalog.format('job %s: entries %s, paid %s/%s, failed %s/%s, cancelled %s/%s, hold %s owed %s',
-                             j.id, e.total, j.paid_winners, e.paid, j.failed_winners, e.failed,
-                             j.cancelled_winners, e.cancelled, h.amount, e.owed)
+    -- payouts: per job, its hold's transfers are its paid entries; entries plus fee are the pool; the
+    -- counters match the entries; an open hold holds exactly what pending and failed entries are owed
+    -- (one pass over the entries and one over the jobs' transfers, grouped)
+    select case when coalesce(t.n, 0) <> coalesce(e.paid_nonzero, 0) then 'payout_paid_once'
+                else 'payout_job_consistent' end,
+           j.pool_account_id, j.currency,
+           pg_catalog.format('job %s: %s hold transfers for %s paid entries; entries %s (%s), paid %s/%s, '
+                             'failed %s/%s, cancelled %s/%s, paid amount %s/%s, hold %s %s owed %s',
+                             j.id, coalesce(t.n, 0), coalesce(e.paid_nonzero, 0), coalesce(e.total, 0),
+                             coalesce(e.n, 0), j.paid_winners, coalesce(e.paid, 0), j.failed_winners,
+                             coalesce(e.failed, 0), j.cancelled_winners, coalesce(e.cancelled, 0), j.paid_amount,
+                             coalesce(e.paid_amount, 0), h.status, h.amount, coalesce(e.owed, 0))
     from pgwallet.payout_jobs j
     left join pgwallet.holds h on h.id = j.hold_id
-    cross join lateral (
-        select coalesce(sum(x.amount), 0) as total, count(*) as n,
+    left join (
+        select x.job_id, sum(x.amount) as total, count(*) as n,
                count(*) filter (where x.status = 'completed') as paid,
+               count(*) filter (where x.status = 'completed' and x.amount > 0) as paid_nonzero,
                count(*) filter (where x.status = 'failed') as failed,
                count(*) filter (where x.status = 'cancelled') as cancelled,
                coalesce(sum(x.amount) filter (where x.status in ('pending', 'failed')), 0) as owed,
                coalesce(sum(x.amount) filter (where x.status = 'completed'), 0) as paid_amount
-        from pgwallet.payout_entries x where x.job_id = j.id) e
-    where e.total <> j.payout_total or e.n <> j.total_winners or e.paid <> j.paid_winners
-       or e.failed <> j.failed_winners or e.cancelled <> j.cancelled_winners or e.paid_amount <> j.paid_amount
-       or (h.status = 'open' and h.amount <> e.owed)
-       or (h.status is distinct from 'open' and e.owed <> 0)
+        from pgwallet.payout_entries x group by x.job_id) e on e.job_id = j.id
+    left join (
+        select x.hold_id, count(*) as n from pgwallet.transfers x
+        where x.hold_id in (select y.hold_id from pgwallet.payout_jobs y)
+        group by x.hold_id) t on t.hold_id = j.hold_id
+    where coalesce(t.n, 0) <> coalesce(e.paid_nonzero, 0)
+       or coalesce(e.total, 0) <> j.payout_total or coalesce(e.n, 0) <> j.total_winners
+       or coalesce(e.paid, 0) <> j.paid_winners or coalesce(e.failed, 0) <> j.failed_winners
+       or coalesce(e.cancelled, 0) <> j.cancelled_winners or coalesce(e.paid_amount, 0) <> j.paid_amount
+       or (h.status = 'open' and h.amount <> coalesce(e.owed, 0))
+       or (h.status is distinct from 'open' and coalesce(e.owed, 0) <> 0)
 $$;
 
 grant execute on function pgwallet.check_invariants() to pgwallet_staff, pgwallet_readonly;
