@@ -1,4 +1,5 @@
 -- Drops the investment and job tables, their procedures, settings and error codes.
+drop trigger if exists jobs_follow_status on pgwallet.jobs;
 do $$
 declare
     f regprocedure;
