@@ -8,10 +8,13 @@ one base class here, adding a procedure one spec and one line in its domain's cl
 from __future__ import annotations
 
 from pyapp.cashless import CashlessProcedures
+from pyapp.investments import InvestmentProcedures
+from pyapp.jobs import JobProcedures
 from pyapp.ledger import LedgerProcedures
 from pyapp.payouts import PayoutProcedures
 from pyapp.queue import QueueProcedures
 
 
-class Procedures(LedgerProcedures, CashlessProcedures, QueueProcedures, PayoutProcedures):
+class Procedures(LedgerProcedures, CashlessProcedures, QueueProcedures, PayoutProcedures, JobProcedures,
+                 InvestmentProcedures):
     """Every public pgwallet procedure."""

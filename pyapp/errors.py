@@ -7,6 +7,7 @@ exposes the code as ``e.sqlstate``, asyncpg as ``UnknownPostgresError.sqlstate``
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 
@@ -159,8 +160,50 @@ class PayoutJobNotFound(NotFound):
     code, sqlstate, default_message = "PAYOUT_JOB_NOT_FOUND", "W0030", "Payout job not found"
 
 
+class FeatureDisabled(RequestRejected):
+    """A feature flag (a kill switch operators turn off without a deploy) refuses the call; the detail
+    names the flag."""
+
+    code, sqlstate, http_status, default_message = "FEATURE_DISABLED", "W0040", 403, "This feature is disabled"
+
+
+class RateLimited(RequestRejected):
+    """Too many calls of this action by this user in the window; ``retry_after`` is the number of seconds
+    until the next call is allowed (the database sends it in the hint as ``retry_after=N``)."""
+
+    code, sqlstate, http_status, default_message = "RATE_LIMITED", "W0041", 429, "Too many requests"
+
+    def __init__(self, message: str | None = None, *, detail: str | None = None, field: str | None = None,
+                 hint: str | None = None, retry_after: int | None = None) -> None:
+        super().__init__(message, detail=detail, field=field, hint=hint)
+        if retry_after is None and hint:
+            found = re.search(r"retry_after=(\d+)", hint)
+            retry_after = int(found.group(1)) if found else None
+        self.retry_after = retry_after
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "retry_after": self.retry_after}
+
+
+class JobNotFound(NotFound):
+    code, sqlstate, default_message = "JOB_NOT_FOUND", "W0042", "Job not found"
+
+
+class ProductNotFound(NotFound):
+    code, sqlstate, default_message = "PRODUCT_NOT_FOUND", "W0043", "Investment product not found"
+
+
+class InvestmentNotFound(NotFound):
+    code, sqlstate, default_message = "INVESTMENT_NOT_FOUND", "W0044", "Investment not found"
+
+
+class DividendNotFound(NotFound):
+    code, sqlstate, default_message = "DIVIDEND_NOT_FOUND", "W0045", "Dividend not found"
+
+
 # Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
-# (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039).
+# (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039,
+# investments and jobs W0040-W0049).
 
 
 def _catalogued(cls: type[PgWalletError]) -> list[type[PgWalletError]]:

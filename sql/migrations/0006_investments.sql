@@ -111,7 +111,7 @@ create table pgwallet.dividends (
     amount        bigint not null check (amount > 0),
     status        text not null default 'queued'
                   check (status in ('queued', 'distributing', 'failed', 'cancelled')),
-    job_id        bigint not null,  -- no foreign key: finished jobs are purged
+    job_id        bigint,  -- set in the same transaction; no foreign key: finished jobs are purged
     payout_job_id bigint references pgwallet.payout_jobs (id),
     holders       integer,
     error         text,

@@ -178,6 +178,33 @@ as $$
        or coalesce(e.cancelled, 0) <> j.cancelled_winners or coalesce(e.paid_amount, 0) <> j.paid_amount
        or (h.status = 'open' and h.amount <> coalesce(e.owed, 0))
        or (h.status is distinct from 'open' and coalesce(e.owed, 0) <> 0)
+    union all
+    -- investments: an executed investment has exactly its transfer (from its wallet to its product's
+    -- account, of its amount), and every investment transfer pays an executed investment: none twice
+    select 'investment_executed_once', i.wallet_account_id, p.currency,
+           pg_catalog.format('investment %s is executed with transfer %s', i.id, i.transfer_id)
+    from pgwallet.investments i
+    join pgwallet.investment_products p on p.id = i.product_id
+    left join pgwallet.transfers t on t.id = i.transfer_id
+    where i.status = 'executed'
+      and (t.id is null or t.kind <> 'investment' or t.debit_account_id <> i.wallet_account_id
+           or t.credit_account_id <> p.account_id or t.amount <> i.amount)
+    union all
+    select 'investment_executed_once', t.debit_account_id, t.currency,
+           pg_catalog.format('transfer %s pays no executed investment', t.id)
+    from pgwallet.transfers t
+    where t.kind = 'investment'
+      and (select count(*) from pgwallet.investments i where i.transfer_id = t.id and i.status = 'executed') <> 1
+    union all
+    -- dividends: a distributing dividend has its payout job: challenge dividend:<id>, from the product's
+    -- dividend account, of the dividend's amount, one entry per holder
+    select 'dividend_paid_once', p.dividend_account_id, p.currency, pg_catalog.format('dividend %s', d.id)
+    from pgwallet.dividends d
+    join pgwallet.investment_products p on p.id = d.product_id
+    left join pgwallet.payout_jobs j on j.id = d.payout_job_id
+    where d.status = 'distributing'
+      and (j.id is null or j.challenge_id <> 'dividend:' || d.id or j.pool_account_id <> p.dividend_account_id
+           or j.total_pool <> d.amount or j.total_winners <> d.holders)
 $$;
 
 grant execute on function pgwallet.check_invariants() to pgwallet_staff, pgwallet_readonly;
