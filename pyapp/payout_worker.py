@@ -13,68 +13,39 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
-import threading
-import time
 from collections.abc import Callable
-from types import FrameType
 
-import psycopg
 from psycopg.conninfo import make_conninfo
 
 from pyapp.client import Client
 from pyapp.errors import DatabaseError, PgWalletError
 from pyapp.payouts import PayoutBatch
 from pyapp.settings import plain_url
+from pyapp.worker import ListeningWorker
 
 CHANNEL = "pgwallet_payouts"
 log = logging.getLogger("pgwallet.payouts")
 
 
-class PayoutWorker:
+class PayoutWorker(ListeningWorker):
     """``PayoutWorker(url).run()``: pays every job with work left; ``once=True`` returns when none is left.
 
     ``on_batch`` sees every batch's result (the CLI draws its progress bars from it). ``job_id`` keeps
     the worker on that one job (the demo, tests): it returns once the job has nothing pending.
     """
 
+    channel = CHANNEL
+    unit = "batch"
+
     def __init__(self, url: str, *, batch_size: int = 500, poll_interval: float = 2.0,
                  on_batch: Callable[[PayoutBatch], None] | None = None, job_id: int | None = None) -> None:
         #: seen in pg_stat_activity.application_name (DBAs see which process holds which connection)
         self.application_name = f"pgwallet payout worker {os.getpid()}"
-        self.url = make_conninfo(plain_url(url), application_name=self.application_name)
+        super().__init__(make_conninfo(plain_url(url), application_name=self.application_name), poll_interval, log)
         self.job_id = job_id
         self.batch_size = batch_size
-        self.poll_interval = poll_interval
         self.on_batch = on_batch
         self.client = Client(self.url, min_size=1, max_size=1)
-        self._stop = threading.Event()
-        self._listener: psycopg.Connection[tuple[object, ...]] | None = None
-
-    # -- stopping -----------------------------------------------------------------------------------
-
-    def stop(self) -> None:
-        """Finish the current batch, then leave ``run``."""
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def install_signal_handlers(self) -> Callable[[], None]:
-        """SIGTERM and SIGINT (Ctrl-C) stop the worker after its current batch (main thread only).
-        Returns a function that puts the previous handlers back."""
-        def handler(signum: int, _frame: FrameType | None) -> None:
-            log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
-            self.stop()
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-
-        def restore() -> None:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-        return restore
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -114,28 +85,3 @@ class PayoutWorker:
             self._close_listener()
             self.client.close()
         return processed
-
-    def _wait_for_work(self) -> None:
-        """Sleep until a job is announced, the poll interval passes, or the worker is stopped."""
-        deadline = time.monotonic() + self.poll_interval
-        try:
-            listener = self._listen()
-            while not self.stopping and (left := deadline - time.monotonic()) > 0:
-                # short slices: a stop request is seen within a quarter of a second
-                for _ in listener.notifies(timeout=min(left, 0.25), stop_after=1):
-                    return
-        except psycopg.Error as exc:
-            log.warning("LISTEN failed (%s): polling", exc)
-            self._close_listener()
-            self._stop.wait(max(0.0, deadline - time.monotonic()))
-
-    def _listen(self) -> psycopg.Connection[tuple[object, ...]]:
-        if self._listener is None or self._listener.closed:
-            self._listener = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
-            self._listener.execute(f"listen {CHANNEL}")
-        return self._listener
-
-    def _close_listener(self) -> None:
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
