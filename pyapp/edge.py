@@ -49,7 +49,8 @@ HANDLERS: dict[str, HandlerFn] = {}
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 #: Result fields holding money, shown as decimals in responses.
-_AMOUNT_FIELDS = frozenset({"amount", "total_amount", "card_balance", "refunded_amount", "balance", "available"})
+_AMOUNT_FIELDS = frozenset({"amount", "total_amount", "card_balance", "refunded_amount", "balance", "available",
+                            "invested_amount", "paid_amount"})
 MAX_BODY = 1_000_000
 
 
@@ -253,6 +254,57 @@ def _stripe_webhook(edge: Edge, request: Request) -> Any:
     return {"received": True, "ignored": False, "recharge": recharge}
 
 
+# -- the investment handlers -------------------------------------------------------------------------
+
+
+def idempotency_key(request: Request, body: Mapping[str, Any]) -> Any:
+    """The key from the body's ``idempotency_key`` or the ``Idempotency-Key`` header (either; both only
+    when they are equal)."""
+    in_body, in_header = body.get("idempotency_key"), request.header("idempotency-key")
+    if in_body is not None and in_header is not None and in_body != in_header:
+        raise invalid("idempotency_key", "the body's idempotency_key and the Idempotency-Key header differ")
+    key = in_body if in_body is not None else in_header
+    if key is None:
+        raise invalid("idempotency_key", "is required: in the body or in the Idempotency-Key header")
+    return key
+
+
+@handler("create_investment_product")
+def _create_investment_product(edge: Edge, request: Request) -> Any:
+    """``{name, currency, actor}`` + key: a product (the database role must be pgwallet_staff)."""
+    body = request.json()
+    return edge.client.create_investment_product(
+        name=_field(body, "name"), currency=_field(body, "currency"), actor=_field(body, "actor"),
+        idempotency_key=idempotency_key(request, body))
+
+
+@handler("create_investment")
+def _create_investment(edge: Edge, request: Request) -> Any:
+    """``{wallet_account_id, product_id, amount: "100.00"}`` + key: a pending investment."""
+    body = request.json()
+    return edge.client.create_investment(
+        wallet_account_id=_field(body, "wallet_account_id"), product_id=_field(body, "product_id"),
+        amount=edge.amount(_field(body, "amount"), "amount"), idempotency_key=idempotency_key(request, body))
+
+
+@handler("execute_investment")
+def _execute_investment(edge: Edge, request: Request) -> Any:
+    """``{investment_id}`` + key: queued at once; ``{job_id, status: "queued", idempotency_key, message}``."""
+    body = request.json()
+    return edge.client.execute_investment(investment_id=_field(body, "investment_id"),
+                                          idempotency_key=idempotency_key(request, body))
+
+
+@handler("distribute_dividend")
+def _distribute_dividend(edge: Edge, request: Request) -> Any:
+    """``{product_id, amount: "1000.00", actor}`` + key: queued at once (the database role must be
+    pgwallet_staff)."""
+    body = request.json()
+    return edge.client.distribute_dividend(
+        product_id=_field(body, "product_id"), amount=edge.amount(_field(body, "amount"), "amount"),
+        actor=_field(body, "actor"), idempotency_key=idempotency_key(request, body))
+
+
 def process_bar_order(body: Body, headers: Headers = None) -> Response:
     return Edge.default().handle("process_bar_order", body, headers)
 
@@ -265,5 +317,18 @@ def stripe_webhook(body: Body, headers: Headers = None) -> Response:
     return Edge.default().handle("stripe_webhook", body, headers)
 
 
-__all__ = ["HANDLERS", "Edge", "InvalidRequest", "Request", "handler", "process_bar_order",
-           "process_checkpoint_recharge", "stripe_webhook"]
+def create_investment(body: Body, headers: Headers = None) -> Response:
+    return Edge.default().handle("create_investment", body, headers)
+
+
+def execute_investment(body: Body, headers: Headers = None) -> Response:
+    return Edge.default().handle("execute_investment", body, headers)
+
+
+def distribute_dividend(body: Body, headers: Headers = None) -> Response:
+    return Edge.default().handle("distribute_dividend", body, headers)
+
+
+__all__ = ["HANDLERS", "Edge", "InvalidRequest", "Request", "create_investment", "distribute_dividend",
+           "execute_investment", "handler", "idempotency_key", "process_bar_order", "process_checkpoint_recharge",
+           "stripe_webhook"]
