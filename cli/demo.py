@@ -14,6 +14,7 @@ import click
 
 from cli.cashless import demo_festival
 from cli.context import AppContext, pass_app
+from cli.invest import demo_investments
 from cli.ledger import describe, describe_hold
 from cli.payouts import demo_challenge
 from cli.queue import demo_live_show
@@ -69,7 +70,7 @@ def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> 
 
 
 SECTIONS: tuple[Callable[[Client, str, str, Say], None], ...] = (
-    ledger_tour, demo_festival, demo_live_show, demo_challenge)
+    ledger_tour, demo_festival, demo_live_show, demo_challenge, demo_investments)
 
 
 @click.command()

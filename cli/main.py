@@ -125,9 +125,10 @@ def check(app: AppContext, as_json: bool) -> None:
 
 
 def _register() -> None:
-    from cli import cashless, demo, ledger, payouts, queue
+    from cli import cashless, demo, flags, invest, jobs, ledger, payouts, queue
 
-    for command in (*ledger.COMMANDS, *cashless.COMMANDS, *queue.COMMANDS, *payouts.COMMANDS, demo.demo):
+    for command in (*ledger.COMMANDS, *cashless.COMMANDS, *queue.COMMANDS, *payouts.COMMANDS, *jobs.COMMANDS,
+                    *flags.COMMANDS, *invest.COMMANDS, demo.demo):
         cli.add_command(command)
 
 

@@ -232,7 +232,7 @@ def test_a_dividend_is_paid_pro_rata_through_the_payout_workers(stage: Stage) ->
     wallets = [stage.wallet(10_000) for _ in range(3)]
     for wallet, amount in zip(wallets, (100, 200, 400), strict=True):
         stage.invested(wallet, amount)
-    stage.invested(wallets[0], 0 or 300)  # a holder's share is the sum of its executed investments
+    stage.invested(wallets[0], 300)  # a holder's share is the sum of its executed investments
     stage.invest(wallets[1], 5000)  # pending: not a holder's share
     with pytest.raises(errors.InsufficientFunds) as unfunded:
         c.distribute_dividend(stage.product.product_id, 1001, "div-1", "ops")
@@ -292,8 +292,8 @@ def test_a_dividend_over_1000_holders_adds_up_exactly(stage: Stage) -> None:
         with w as (select (pgwallet.open_account('EUR', 'user_wallet')->>'id')::bigint as id, g.n, g.amount
                    from unnest(%s::bigint[]) with ordinality g(amount, n)),
              f as (select w.*, pgwallet.transfer(%s, w.id, w.amount, 'fund-' || w.id) from w),
-             i as (select f.*, (pgwallet.create_investment(f.id, %s, f.amount, 'inv-' || f.id)->>'investment_id')::bigint
-                             as investment from f)
+             i as (select f.*, (pgwallet.create_investment(f.id, %s, f.amount, 'inv-' || f.id)
+                                ->>'investment_id')::bigint as investment from f)
         select i.id, i.amount, pgwallet.execute_investment(i.investment, 'exec-' || i.id)->>'job_id' from i
         order by i.id""", amounts, stage.world, product.product_id)
     assert len(rows) == 1000

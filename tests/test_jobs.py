@@ -5,6 +5,7 @@ Every test ends with the ledger invariants checked by the ``client`` fixture's t
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import Counter
@@ -217,7 +218,7 @@ def test_a_job_failing_twice_then_succeeding_runs_three_times_with_the_backoff(c
     assert (final.status, final.attempts, final.result) == ("succeeded", 3, {"runs": 3})
     assert final.last_error == "RuntimeError: attempt 2 fails"  # kept from the last failure
     assert [j.status for j in seen] == ["queued", "queued", "succeeded"]
-    gaps = [b - a for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(runs)]
     assert 0.2 <= gaps[0] < 1.0 and 0.4 <= gaps[1] < 1.5, gaps
     assert [j.run_after - j.updated_at for j in seen[:2] if j.updated_at] == [timedelta(milliseconds=200),
                                                                              timedelta(milliseconds=400)]
