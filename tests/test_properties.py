@@ -327,17 +327,22 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
 
 def cases(method: str, w: World) -> st.SearchStrategy[Case]:
     """An argument (or an unknown keyword) picked evenly, then one of its kinds of bad value."""
-    bads = refusals(method, w)
+    return one_bad_argument(method, refusals(method, w), lambda: valid_call(method, w))
+
+
+def one_bad_argument(method: str, bads: dict[str, list[Bad]],
+                     valid: Callable[[], dict[str, Any]]) -> st.SearchStrategy[Case]:
+    """Calls of ``method`` built from ``valid()`` with one argument (or an unknown keyword) replaced by one of
+    its ``bads``: the domains' property tests share this."""
 
     def corrupt(arg: str, bad: Bad, value: Any) -> Case:
-        return Case(method, {**valid_call(method, w), arg: value}, arg, bad.codes,
-                    arg if bad.field == "" else bad.field)
+        return Case(method, {**valid(), arg: value}, arg, bad.codes, arg if bad.field == "" else bad.field)
 
     def for_arg(arg: str) -> st.SearchStrategy[Case]:
         return st.sampled_from(bads[arg]).flatmap(lambda bad: bad.values.map(lambda v: corrupt(arg, bad, v)))
 
     unknown_keyword = st.from_regex(r"[a-z_]{1,12}", fullmatch=True).filter(lambda name: name not in bads).map(
-        lambda name: Case(method, {**valid_call(method, w), name: 1}, "<unknown keyword>", INVALID, "arguments"))
+        lambda name: Case(method, {**valid(), name: 1}, "<unknown keyword>", INVALID, "arguments"))
     return st.sampled_from([*bads, ""]).flatmap(lambda arg: for_arg(arg) if arg else unknown_keyword)
 
 
