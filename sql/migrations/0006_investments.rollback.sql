@@ -14,7 +14,7 @@ begin
                                  'dividend_json', 'create_investment_product', 'get_investment_product',
                                  'create_investment', 'execute_investment', 'get_investment',
                                  'run_investment_execution', 'distribute_dividend', 'run_dividend', 'get_dividend',
-                                 'follow_job_status') loop
+                                 'follow_job_status', 'fail_refused_job') loop
         execute pg_catalog.format('drop routine %s', f);
     end loop;
 end

@@ -430,6 +430,21 @@ begin
 end
 $$;
 
+-- fail_refused_job: fails job p_job_id of lease holder p_worker at once, with last_error = the catalogued
+-- code of p_sqlstate and p_detail: a refusal of the ledger that retrying cannot change (no money, a
+-- frozen account). For the job bodies. Locks: the job row. Raises: as fail_job.
+create or replace function pgwallet.fail_refused_job(p_job_id bigint, p_worker text, p_sqlstate text,
+                                                     p_detail text)
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.fail_job(p_job_id, p_worker,
+        coalesce((select e.code from pgwallet.error_catalogue e where e.sqlstate = p_sqlstate), p_sqlstate)
+        || ': ' || coalesce(p_detail, ''), true)
+$$;
+
 -- run_investment_execution: the body of an investment_execution job, run by the worker p_worker that
 -- holds its lease, in one transaction: moves the amount from the investor's wallet to the product's
 -- account (post_legs, idempotency key investment:<id> in scope investment_execution), marks the
@@ -453,9 +468,7 @@ declare
     v_request    jsonb;
     v_done       jsonb;
     v_posted     record;
-    v_code       text;
     v_detail     text;
-    v_state      text;
 begin
     v_job := pgwallet.lock_leased_job(p_job_id, p_worker);
     perform pgwallet.check_request(v_job.kind = 'investment_execution', 'job_id',
@@ -487,11 +500,10 @@ begin
                                                               'product_id', v_product.id, 'job_id', p_job_id));
         exception when others then
             if sqlstate not like 'W%' then
-                raise;
+                raise;  -- not a refusal: the worker fails the attempt, retried after the backoff
             end if;
-            get stacked diagnostics v_detail = pg_exception_detail, v_state = returned_sqlstate;
-            select e.code into v_code from pgwallet.error_catalogue e where e.sqlstate = v_state;
-            return pgwallet.fail_job(p_job_id, p_worker, v_code || ': ' || coalesce(v_detail, ''), true);
+            get stacked diagnostics v_detail = pg_exception_detail;
+            return pgwallet.fail_refused_job(p_job_id, p_worker, sqlstate, v_detail);
         end;
         v_done := pgwallet.complete_idempotency_key('investment_execution', 'investment:' || v_investment.id,
             v_request, jsonb_build_object('transfer_id', v_posted.transfer_ids[1]));
@@ -587,9 +599,7 @@ declare
     v_winners  jsonb;
     v_holders  integer;
     v_payout   jsonb;
-    v_code     text;
     v_detail   text;
-    v_state    text;
 begin
     v_job := pgwallet.lock_leased_job(p_job_id, p_worker);
     perform pgwallet.check_request(v_job.kind = 'dividend', 'job_id', 'must be a job of kind dividend');
@@ -626,9 +636,8 @@ begin
         if sqlstate not like 'W%' then
             raise;
         end if;
-        get stacked diagnostics v_detail = pg_exception_detail, v_state = returned_sqlstate;
-        select e.code into v_code from pgwallet.error_catalogue e where e.sqlstate = v_state;
-        return pgwallet.fail_job(p_job_id, p_worker, v_code || ': ' || coalesce(v_detail, ''), true);
+        get stacked diagnostics v_detail = pg_exception_detail;
+        return pgwallet.fail_refused_job(p_job_id, p_worker, sqlstate, v_detail);
     end;
     update pgwallet.dividends d
     set status = 'distributing', payout_job_id = (v_payout->>'job_id')::bigint, holders = v_holders, error = null
