@@ -371,3 +371,26 @@ def test_edge_answers_403_when_a_flag_is_off_and_429_with_retry_after(stage: Sta
     status, limited = edge.handle("create_investment", body, {"Idempotency-Key": "sixth"})
     assert status == 429 and limited["error"]["code"] == "RATE_LIMITED"
     assert 0 < limited["error"]["retry_after"] <= 3600
+
+
+def test_the_async_client_raises_the_same_typed_errors(stage: Stage, db_url: str) -> None:
+    wallet, product = stage.wallet(100), stage.product.product_id
+    for i in range(5):
+        stage.invest(wallet, 1 + i)
+    with pytest.raises(errors.RateLimited) as sync_error:
+        stage.invest(wallet, 9)
+
+    async def calls() -> tuple[errors.RateLimited, errors.FeatureDisabled]:
+        async with AsyncClient(db_url) as ac:
+            with pytest.raises(errors.RateLimited) as limited:
+                await ac.create_investment(wallet, product, 9, "async-limited")
+            stage.set_flag("investment_execution_enabled", False)
+            with pytest.raises(errors.FeatureDisabled) as off:
+                await ac.execute_investment(1, "async-off")
+            stage.set_flag("investment_execution_enabled", True)
+            return limited.value, off.value
+
+    limited, off = asyncio.run(calls())
+    assert limited.retry_after is not None and 0 < limited.retry_after <= sync_error.value.retry_after + 1  # type: ignore[operator]
+    assert (limited.code, limited.http_status, off.code, off.http_status) == ("RATE_LIMITED", 429,
+                                                                             "FEATURE_DISABLED", 403)
