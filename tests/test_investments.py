@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import psycopg
 import pytest
 from conftest import snapshot
 from invest_stage import Stage, largest_remainder
@@ -394,3 +395,26 @@ def test_the_async_client_raises_the_same_typed_errors(stage: Stage, db_url: str
     assert limited.retry_after is not None and 0 < limited.retry_after <= sync_error.value.retry_after + 1  # type: ignore[operator]
     assert (limited.code, limited.http_status, off.code, off.http_status) == ("RATE_LIMITED", 429,
                                                                              "FEATURE_DISABLED", 403)
+
+
+def test_roles_app_invests_staff_operates(stage: Stage, db_url: str) -> None:
+    wallet, product = stage.wallet(1000), stage.product.product_id
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("set role pgwallet_app")
+        conn.execute("select pgwallet.create_investment(%s, %s, 10, 'as-app')", (wallet, product))
+        conn.execute("select pgwallet.list_feature_flags(), pgwallet.get_investment_product(%s)", (product,))
+        for statement in ("select pgwallet.create_investment_product('x', 'EUR', 'app', 'k')",
+                          "select pgwallet.distribute_dividend(1, 1, 'k', 'app')",
+                          "select pgwallet.fetch_jobs('w')",
+                          "select pgwallet.set_feature_flag('investment_module_enabled', false, 'app')",
+                          "select pgwallet.take_rate_limit('create_investment', 'x')",
+                          "select * from pgwallet.jobs"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(statement)
+        conn.execute("reset role")
+        conn.execute("set role pgwallet_staff")
+        conn.execute("select pgwallet.create_investment_product('staff fund', 'EUR', 'staff', 'k')")
+        conn.execute("select pgwallet.fetch_jobs('w', array['nothing'])")
+        conn.execute("reset role")
+        conn.execute("set role pgwallet_readonly")
+        assert len(conn.execute("select * from pgwallet.feature_flags").fetchall()) == 3
