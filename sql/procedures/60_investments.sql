@@ -668,9 +668,10 @@ begin
 end
 $$;
 
--- follow_job_status: trigger on pgwallet.jobs: an investment or a dividend follows its job when the
--- job fails, is cancelled, or is queued again (retry); executed and distributing are written by the
--- job bodies. Locks: the investment or dividend row (after the job row: the usual order).
+-- follow_job_status: trigger on pgwallet.jobs (jobs_follow_status, fired only when an investment or
+-- dividend job becomes queued, failed or cancelled): the investment or dividend follows its job (a
+-- retry queues it again, a failure keeps the job's last error); executed and distributing are written
+-- by the job bodies. Locks: the investment or dividend row (after the job row: the usual order).
 create or replace function pgwallet.follow_job_status()
 returns trigger
 language plpgsql
@@ -678,9 +679,6 @@ security definer
 set search_path = pgwallet, pg_temp
 as $$
 begin
-    if new.status not in ('queued', 'failed', 'cancelled') then
-        return null;
-    end if;
     if new.kind = 'investment_execution' then
         update pgwallet.investments i
         set status = new.status, error = case when new.status = 'queued' then i.error else new.last_error end
@@ -697,7 +695,8 @@ $$;
 create or replace trigger jobs_follow_status
     after update of status on pgwallet.jobs
     for each row
-    when (old.status is distinct from new.status and new.kind in ('investment_execution', 'dividend'))
+    when (old.status is distinct from new.status and new.status in ('queued', 'failed', 'cancelled')
+          and new.kind in ('investment_execution', 'dividend'))
     execute function pgwallet.follow_job_status();
 
 -- What each role may call: edge functions create and execute investments and read products,
