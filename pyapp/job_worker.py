@@ -9,7 +9,7 @@ back after the backoff, or ends failed once its attempts are used up. A lost lea
 the job over, or it was cancelled) is logged and left alone.
 
 Like the payout worker: woken by ``LISTEN pgwallet_jobs`` (``enqueue_job`` and ``retry_job`` notify),
-polling every ``poll_interval`` seconds anyway, rescuing expired leases on every poll; ``stop()``
+polling every ``poll_interval`` seconds anyway, rescuing expired leases once per poll interval; ``stop()``
 (SIGTERM / Ctrl-C) lets the current job finish; ``once=True`` returns when no job is due. A worker
 killed mid-job leaves its job leased: the lease expires, another worker's rescue puts it back in the
 queue and runs it; a job body run twice moves money once. Its connection checks every second that the
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -77,11 +78,14 @@ class JobWorker(ListeningWorker):
     def run(self, *, once: bool = False) -> int:
         """Run jobs until stopped (or, with ``once``, until none is due); return how many attempts ran."""
         ran = 0
+        next_rescue = 0.0
         try:
             self.client.open(wait=True)
             while not self.stopping:
                 try:
-                    self.client.rescue_expired_jobs()
+                    if time.monotonic() >= next_rescue:  # once per poll interval, not once per job
+                        self.client.rescue_expired_jobs()
+                        next_rescue = time.monotonic() + self.poll_interval
                     jobs = self.client.fetch_jobs(self.name, self.kinds, 1, self.lease_seconds)
                 except DatabaseError as exc:  # connection lost, server restarting
                     log.warning("database unavailable (%s): retrying in %.1f s", exc, self.poll_interval)
