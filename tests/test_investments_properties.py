@@ -38,8 +38,9 @@ from test_properties import (
     refusal,
 )
 
-from pyapp import Client
+from pyapp import Client, errors
 from pyapp.api import Procedures
+from pyapp.edge import Edge
 from pyapp.investments import FLAGS, InvestmentProcedures
 from pyapp.jobs import JOB_STATUSES, JobProcedures
 from pyapp.procedures import BIGINT_MAX, Procedure
@@ -334,3 +335,26 @@ def test_sql_answers_any_input_with_a_catalogued_error(db_url: str, client: Clie
         except psycopg.Error as exc:
             assert exc.sqlstate is not None and exc.sqlstate.startswith("W"), (name, args, exc)
             assert snapshot(db_url) == before
+
+
+EDGE_KEYS = ("wallet_account_id", "product_id", "amount", "investment_id", "idempotency_key", "actor", "name",
+             "currency")
+
+
+@given(data=st.data())
+def test_edge_handlers_answer_any_body_with_a_typed_error(db_url: str, client: Client, world: InvestWorld,
+                                                          data: st.DataObject) -> None:
+    """Any body and headers: a 4xx envelope with a catalogued code and nothing changed (or a success)."""
+    name = data.draw(st.sampled_from(["create_investment", "execute_investment", "distribute_dividend",
+                                      "create_investment_product"]), label="handler")
+    value = st.one_of(JSON_VALUE, st.sampled_from([world.product, world.investor, world.pending, "1.00", "EUR"]))
+    body = data.draw(st.one_of(st.dictionaries(st.sampled_from(EDGE_KEYS), value, max_size=6),
+                               st.binary(max_size=20), JSON_VALUE.map(json.dumps)), label="body")
+    headers = data.draw(st.dictionaries(st.sampled_from(["Idempotency-Key", "idempotency-key", "X-Request-Id"]),
+                                        st.text(max_size=8), max_size=2), label="headers")
+    before = snapshot(db_url)
+    status, answer = Edge(client).handle(name, body, headers)
+    assert status != 500, answer
+    if status != 200:
+        assert 400 <= status < 500 and answer["error"]["code"] in errors.BY_CODE
+        assert snapshot(db_url) == before
