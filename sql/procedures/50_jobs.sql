@@ -14,6 +14,7 @@ create or replace function pgwallet.job_json(p_job pgwallet.jobs)
 returns jsonb
 language sql
 stable
+security definer
 set search_path = pgwallet, pg_temp
 as $$
     select jsonb_build_object(

@@ -194,6 +194,7 @@ create or replace function pgwallet.product_json(p_product pgwallet.investment_p
 returns jsonb
 language sql
 stable
+security definer
 set search_path = pgwallet, pg_temp
 as $$
     select jsonb_build_object(
@@ -211,6 +212,7 @@ create or replace function pgwallet.investment_json(p_investment pgwallet.invest
 returns jsonb
 language sql
 stable
+security definer
 set search_path = pgwallet, pg_temp
 as $$
     select jsonb_build_object(
@@ -226,6 +228,7 @@ create or replace function pgwallet.dividend_json(p_dividend pgwallet.dividends)
 returns jsonb
 language sql
 stable
+security definer
 set search_path = pgwallet, pg_temp
 as $$
     select jsonb_build_object(
