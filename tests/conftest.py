@@ -111,6 +111,7 @@ def template_db(pg_server: Server) -> Iterator[str]:
     try:
         yield name
     finally:
+        close_snapshots()
         janitor.drop()
 
 
@@ -126,6 +127,7 @@ def db_url(pg_server: Server, template_db: str) -> Iterator[str]:
     try:
         yield pg_server.url(name)
     finally:
+        close_snapshots(pg_server.url(name))
         janitor.drop()
 
 
@@ -163,15 +165,31 @@ def ledger(client: Client) -> Ledger:
     return Ledger(client)
 
 
+_snapshots: dict[str, tuple[psycopg.Connection[Any], str]] = {}
+
+
 def snapshot(url: str) -> tuple[Any, ...]:
     """Everything a call could change (every table of schema pgwallet), to prove a refused call changed
-    nothing. Sequences are left out: a refused call may consume an id, which is harmless."""
-    with psycopg.connect(url, autocommit=True) as conn:
+    nothing. Sequences are left out: a refused call may consume an id, which is harmless.
+
+    One query over every table, on a connection kept per database (``db_url`` closes it before the
+    database is dropped): a fresh connection would spend most of the time loading the catalogue, and the
+    property tests take two snapshots per example."""
+    conn, query = _snapshots.get(url) or (None, "")
+    if conn is None or conn.closed:
+        conn = psycopg.connect(url, autocommit=True)
         tables = [t for (t,) in conn.execute(
             "select tablename from pg_tables where schemaname = 'pgwallet' order by 1")]
-        return tuple(
-            (table, *conn.execute(
-                f"select coalesce(md5(string_agg(t::text, ',' order by t::text)), '') from pgwallet.{table} t"
-            ).fetchone())
-            for table in tables
-        )
+        query = " union all ".join(
+            f"(select '{table}', coalesce(md5(string_agg(t::text, ',' order by t::text)), '')"
+            f" from pgwallet.{table} t)" for table in tables)
+        _snapshots[url] = (conn, query)
+    return tuple(conn.execute(query).fetchall())
+
+
+def close_snapshots(url: str | None = None) -> None:
+    """Closes the snapshot connection of ``url`` (of every database when None)."""
+    for key in [url] if url is not None else list(_snapshots):
+        entry = _snapshots.pop(key, None) if key is not None else None
+        if entry is not None:
+            entry[0].close()

@@ -44,8 +44,9 @@ def paid_exactly_once(url: str, job_id: int) -> None:
         bad = conn.execute("""
             select e.id from pgwallet.payout_entries e
             left join pgwallet.accounts a on a.id = e.account_id
-            where e.job_id = %s and (e.status <> 'completed' or a.balance <> e.amount
-                  or (select count(*) from pgwallet.transfers t where t.credit_account_id = e.account_id) <> 1)
+            left join (select t.credit_account_id, count(*) as n from pgwallet.transfers t
+                       group by t.credit_account_id) t on t.credit_account_id = e.account_id
+            where e.job_id = %s and (e.status <> 'completed' or a.balance <> e.amount or coalesce(t.n, 0) <> 1)
             """, (job_id,)).fetchall()
     assert bad == []
 
