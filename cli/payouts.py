@@ -23,6 +23,7 @@ from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_op
 from pyapp.client import Client
 from pyapp.errors import invalid
 from pyapp.money import format_minor, to_minor
+from pyapp.pacing import DEFAULT_RATIO
 from pyapp.payout_worker import PayoutWorker
 from pyapp.payouts import PayoutBatch, PayoutJob
 
@@ -214,18 +215,24 @@ def payouts_cancel(app: AppContext, job_id: int, yes: bool, as_json: bool) -> No
 @click.option("--once", is_flag=True, help="Stop when no job has work left, instead of waiting for new ones.")
 @click.option("--poll", "poll_interval", default=2.0, show_default=True, type=float,
               help="Seconds between looks for new jobs when no notification comes.")
+@click.option("--give-way", default=DEFAULT_RATIO, show_default=True, type=float,
+              help="While other money moves, rest this many times as long as each batch took (0: never rest).")
 @json_option
 @pass_app
-def payouts_work(app: AppContext, batch_size: int, once: bool, poll_interval: float, as_json: bool) -> None:
+def payouts_work(app: AppContext, batch_size: int, once: bool, poll_interval: float, give_way: float,
+                 as_json: bool) -> None:
     """Pay payout jobs in batches until stopped (SIGTERM or Ctrl-C: after the current batch)."""
     if not 1 <= batch_size <= 10_000:
         raise invalid("batch_size", "must be 1 to 10000")
+    if not 0 <= give_way <= 100:
+        raise invalid("give_way", "must be 0 to 100")
     progress = Progress(sys.stderr if as_json else sys.stdout)
 
     def on_batch(batch: PayoutBatch) -> None:
         progress.update(batch)
 
-    worker = PayoutWorker(app.url, batch_size=batch_size, poll_interval=poll_interval, on_batch=on_batch)
+    worker = PayoutWorker(app.url, batch_size=batch_size, poll_interval=poll_interval, on_batch=on_batch,
+                          give_way=give_way)
     restore = worker.install_signal_handlers()
     started = time.monotonic()
     try:

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 
 from psycopg.conninfo import make_conninfo
 
 from pyapp.client import Client
-from pyapp.errors import DatabaseError, PgWalletError
+from pyapp.errors import DatabaseError, PgWalletError, SerializationFailure
+from pyapp.pacing import DEFAULT_RATIO, GiveWay
 from pyapp.payouts import PayoutBatch
 from pyapp.settings import plain_url
 from pyapp.worker import ListeningWorker
@@ -38,13 +40,16 @@ class PayoutWorker(ListeningWorker):
     unit = "batch"
 
     def __init__(self, url: str, *, batch_size: int = 500, poll_interval: float = 2.0,
-                 on_batch: Callable[[PayoutBatch], None] | None = None, job_id: int | None = None) -> None:
+                 on_batch: Callable[[PayoutBatch], None] | None = None, job_id: int | None = None,
+                 give_way: float = DEFAULT_RATIO) -> None:
         #: seen in pg_stat_activity.application_name (DBAs see which process holds which connection)
         self.application_name = f"pgwallet payout worker {os.getpid()}"
         super().__init__(make_conninfo(plain_url(url), application_name=self.application_name), poll_interval, log)
         self.job_id = job_id
         self.batch_size = batch_size
         self.on_batch = on_batch
+        #: pauses between batches while other money moves (pyapp.pacing); ``give_way=0`` never pauses
+        self.pacing = GiveWay(ratio=give_way)
         self.client = Client(self.url, min_size=1, max_size=1)
 
     # -- the loop -----------------------------------------------------------------------------------
@@ -63,8 +68,12 @@ class PayoutWorker(ListeningWorker):
                             break
                         self._wait_for_work()
                         continue
+                    started = time.monotonic()
                     batch = self.client.process_payout_batch(job_id, self.batch_size)
-                except DatabaseError as exc:  # connection lost, server restarting, serialization failure
+                except SerializationFailure as exc:  # rolled back to break a lock cycle: try again now
+                    log.info("batch rolled back (%s): retrying", exc)
+                    continue
+                except DatabaseError as exc:  # connection lost, server restarting
                     log.warning("database unavailable (%s): retrying in %.1f s", exc, self.poll_interval)
                     self._stop.wait(self.poll_interval)
                     continue
@@ -77,6 +86,9 @@ class PayoutWorker(ListeningWorker):
                 processed += batch.processed
                 if self.on_batch is not None:
                     self.on_batch(batch)
+                pause = self.pacing.pause_after(batch, time.monotonic() - started) if batch.processed else 0.0
+                if pause:
+                    self._stop.wait(pause)
                 if batch.processed == 0:
                     if self.job_id is not None:
                         break

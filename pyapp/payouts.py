@@ -123,11 +123,14 @@ class PayoutJob(Result):
 
 @dataclass(frozen=True)
 class PayoutBatch(PayoutJob):
-    """The job after one batch, with what this batch did."""
+    """The job after one batch, with what this batch did, and the two counters a worker paces itself
+    by (``operations_seen - batches_seen`` grows with every money movement that is not a batch)."""
 
     processed: int = 0
     paid: int = 0
     failed: int = 0
+    operations_seen: int = 0
+    batches_seen: int = 0
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ fixture's teardown.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -14,7 +15,8 @@ import pytest
 from conftest import Ledger, snapshot
 
 from pyapp import AsyncClient, Client, errors
-from pyapp.payouts import PayoutJob
+from pyapp.pacing import GiveWay
+from pyapp.payouts import PayoutBatch, PayoutJob
 
 
 def entries(url: str, job_id: int) -> list[tuple[int, int, str, str | None, int]]:
@@ -365,3 +367,45 @@ def test_check_notices_a_winner_paid_twice_or_not_at_all(ledger: Ledger, db_url:
         conn.execute("update pgwallet.payout_entries set status = 'completed', transfer_id = %s where id = %s",
                      (row[1], row[0]))
     assert c.check_invariants() == []
+
+
+def test_batches_count_themselves_apart_from_other_operations(ledger: Ledger) -> None:
+    """Each batch that pays takes one operation id and one batch number, so between two batches
+    (operations - batches) grows by the money movements that were not batches: here, one transfer."""
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    people = winners(ledger, 30)
+    a, b = ledger.funded(100), ledger.funded(0)
+    job = c.create_payout_job("clocks", pool, 300, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    first = c.process_payout_batch(job.job_id, 10)
+    c.transfer(a, b, 1, "between-batches")
+    second = c.process_payout_batch(job.job_id, 10)
+    assert second.batches_seen - first.batches_seen == 1
+    assert (second.operations_seen - first.operations_seen) - (second.batches_seen - first.batches_seen) == 1
+
+
+def test_give_way_rests_only_while_other_operations_outpace_the_threshold(ledger: Ledger) -> None:
+    """GiveWay's arithmetic on real batch results: busy when more than ``threshold`` other operations
+    per second passed between two readings a window apart; its pause is ``ratio`` times the batch."""
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    job = c.create_payout_job("pace", pool, 10, 0, [{"account_id": p, "share": 1} for p in winners(ledger, 1)], "k")
+    batch = c.process_payout_batch(job.job_id, 10)
+
+    def at(operations: int, batches: int) -> PayoutBatch:
+        return replace(batch, operations_seen=batch.operations_seen + operations,
+                       batches_seen=batch.batches_seen + batches)
+
+    pace = GiveWay(ratio=4, threshold=20, window=0.5)
+    assert pace.pause_after(at(0, 0), 0.1, now=100.0) == 0  # the first reading only sets the baseline
+    assert pace.pause_after(at(50, 40), 0.1, now=100.2) == 0  # within the window: no new reading
+    assert pace.pause_after(at(60, 50), 0.1, now=101.0) == 0  # 60 operations, 50 of them batches: 10/s
+    assert pace.pause_after(at(81, 51), 0.1, now=102.0) == 0  # exactly 20 others in 1 s: not above it
+    assert not pace.busy and pace.rested == 0
+    assert pace.pause_after(at(103, 52), 0.1, now=103.0) == pytest.approx(0.4)  # 21 others in 1 s: busy
+    assert pace.busy and pace.rested == pytest.approx(0.4)
+    assert pace.pause_after(at(103, 53), 0.2, now=103.1) == pytest.approx(0.8)  # busy until the next reading
+    assert pace.pause_after(at(113, 61), 0.1, now=104.0) == 0 and not pace.busy  # 1 other in 1 s
+    assert pace.rested == pytest.approx(1.2)
+    off = GiveWay(ratio=0)
+    assert off.pause_after(at(0, 0), 0.1, now=1.0) == 0 and off.pause_after(at(10**6, 1), 0.1, now=2.0) == 0

@@ -93,6 +93,143 @@ def test_many_workers_on_one_job_pay_each_winner_once(ledger: Ledger, db_url: st
     assert (account.balance, account.held) == (1_000_000 - 300_000, 0)
 
 
+def batch_waiting_for_the_pool(watch: psycopg.Connection[Any], not_pid: int) -> int:
+    """The pid of the backend running a payout batch that is looking for the pool account to be free
+    (pay_hold_parts sleeps a millisecond between two SKIP LOCKED looks), other than ``not_pid``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        row = watch.execute("""
+            select pid from pg_stat_activity
+            where pid not in (%s, pg_backend_pid()) and wait_event = 'PgSleep'
+              and query like '%%process_payout_batch%%'""", (not_pid,)).fetchone()
+        if row:
+            return int(row[0])
+        time.sleep(0.005)
+    raise AssertionError("no payout batch came to look for the pool")
+
+
+def test_batches_of_one_job_overlap_and_queue_only_for_the_debit_side(ledger: Ledger, db_url: str) -> None:
+    """A batch left open holds the pool and the hold; a second batch of the same job still takes other
+    entries, locks their winners and writes its transfers and entries, and only then waits, for the
+    pool alone (without queueing for it). Both commit: 200 winners, each paid once."""
+    c = ledger.client
+    pool = ledger.funded(100_000, kind="pool")
+    people = open_winners(db_url, 400)
+    job = c.create_payout_job("overlap", pool, 4000, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    second: list[dict[str, Any]] = []
+
+    def run_second() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("set pgwallet.hold_account_lock_wait = '60s'")  # while the test looks at it
+            row = conn.execute("select pgwallet.process_payout_batch(%s, 100)", (job.job_id,)).fetchone()
+            second.append(row[0] if row else {})
+
+    with psycopg.connect(db_url) as first, psycopg.connect(db_url, autocommit=True) as watch:
+        row = first.execute("select pgwallet.process_payout_batch(%s, 100)", (job.job_id,)).fetchone()
+        assert row and row[0]["processed"] == 100  # and the transaction stays open
+        first_pid = first.info.backend_pid
+        thread = threading.Thread(target=run_second)
+        thread.start()
+        pid = batch_waiting_for_the_pool(watch, first_pid)
+        written = {r[0] for r in watch.execute("""
+            select c.relname from pg_locks l join pg_class c on c.oid = l.relation
+            where l.pid = %s and l.granted and l.mode = 'RowExclusiveLock'""", (pid,))}
+        blockers = watch.execute("select pg_blocking_pids(%s)", (pid,)).fetchone()  # no lock wait at all
+        first.commit()
+        thread.join()
+    assert {"transfers", "entries", "payout_entries"} <= written
+    assert blockers == ([],)
+    assert second and second[0]["processed"] == 100
+    status = c.get_payout_job_status(job.job_id)
+    assert (status.paid_winners, status.processed_winners) == (200, 200)
+    with psycopg.connect(db_url) as conn:
+        paid = conn.execute("""select count(*), count(distinct t.credit_account_id), sum(t.amount)
+                               from pgwallet.transfers t where t.hold_id = %s""", (job.hold_id,)).fetchone()
+    assert paid == (200, 200, 2000)
+    assert c.get_account(pool).balance == 100_000 - 2000
+
+
+def test_a_pool_locked_by_a_transfer_waiting_for_a_winner_rolls_the_batch_back(ledger: Ledger, db_url: str) -> None:
+    """The one lock cycle the batch order allows: a transaction holds the pool and wants a winner that a
+    batch has locked, while the batch waits for the pool. The batch gives up after its bounded wait (a
+    retryable SerializationFailure, nothing paid), the transfer goes through, and a worker then pays
+    every winner once."""
+    c = ledger.client
+    pool = ledger.funded(100_000, kind="pool")
+    people = open_winners(db_url, 50)
+    job = c.create_payout_job("cycle", pool, 500, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    outcome: list[BaseException | None] = []
+
+    def run_batch() -> None:
+        with Client(db_url, max_size=1) as batch_client:
+            try:
+                batch_client.process_payout_batch(job.job_id, 50)
+                outcome.append(None)
+            except BaseException as exc:  # the test inspects it
+                outcome.append(exc)
+
+    with psycopg.connect(db_url) as holder, psycopg.connect(db_url, autocommit=True) as watch:
+        holder.execute("select 1 from pgwallet.accounts where id = %s for update", (pool,))
+        thread = threading.Thread(target=run_batch)
+        thread.start()
+        batch_waiting_for_the_pool(watch, holder.info.backend_pid)
+        # now the holder wants a winner the batch has locked: a cycle, broken by the batch's bound
+        holder.execute("select pgwallet.transfer(%s, %s, 7, 'pool-to-winner')", (pool, people[0]))
+        holder.commit()
+        thread.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], errors.SerializationFailure)
+    assert outcome[0].retryable and "stayed locked" in str(outcome[0])  # the bound, not the deadlock detector
+    status = c.get_payout_job_status(job.job_id)
+    assert (status.paid_winners, status.processed_winners) == (0, 0)
+    assert c.get_account(people[0]).balance == 7
+    assert PayoutWorker(db_url, batch_size=20, job_id=job.job_id).run() == 50
+    paid = c.get_payout_job_status(job.job_id)
+    assert (paid.status, paid.paid_winners) == ("completed", 50)
+    assert c.get_account(people[0]).balance == 17 and c.get_account(people[1]).balance == 10
+    account = c.get_account(pool)
+    assert (account.balance, account.held) == (100_000 - 500 - 7, 0)
+
+
+def test_a_worker_gives_way_while_other_money_moves(ledger: Ledger, db_url: str) -> None:
+    """Alone, a worker pays batch after batch without a pause; while transfers flow, it sees them
+    (through the operation counter) and rests between batches. Both jobs are paid exactly once."""
+    c = ledger.client
+    pool = ledger.funded(1_000_000, kind="pool")
+    people = open_winners(db_url, 1000)
+    quiet = c.create_payout_job("quiet", pool, 5000, 0, [{"account_id": p, "share": 1} for p in people[:500]], "q")
+    alone = PayoutWorker(db_url, batch_size=5, job_id=quiet.job_id)
+    alone.pacing.window = 0.02  # many readings even in a short job
+    assert alone.run() == 500
+    assert not alone.pacing.busy and alone.pacing.rested == 0
+    busy = c.create_payout_job("busy", pool, 5000, 0, [{"account_id": p, "share": 1} for p in people[500:]], "b")
+    payer, payee = ledger.funded(10**9), ledger.funded(0)
+    stop = threading.Event()
+    moved = Counter[str]()
+
+    def traffic() -> None:
+        with Client(db_url, max_size=1) as other:
+            while not stop.is_set():
+                other.transfer(payer, payee, 1, f"traffic-{moved['n']}")
+                moved["n"] += 1
+
+    worker = PayoutWorker(db_url, batch_size=5, job_id=busy.job_id)
+    worker.pacing.window = 0.02
+    flow = threading.Thread(target=traffic)
+    flow.start()
+    try:
+        while moved["n"] < 50 and flow.is_alive():  # the transfers flow before the first batch
+            time.sleep(0.005)
+        assert worker.run() == 500
+    finally:
+        stop.set()
+        flow.join()
+    assert worker.pacing.busy and worker.pacing.rested > 0
+    for job in (quiet, busy):
+        assert c.get_payout_job_status(job.job_id).status == "completed"
+        paid_exactly_once(db_url, job.job_id)
+    assert c.get_account(payee).balance == moved["n"]
+
+
 def test_workers_spread_over_several_jobs(ledger: Ledger, db_url: str) -> None:
     c = ledger.client
     pool = ledger.funded(100_000, kind="pool")

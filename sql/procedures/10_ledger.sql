@@ -760,8 +760,13 @@ $$;
 -- or voided when no part was ever paid. p_transfer_ids, when given, are the ids (from
 -- transfers_id_seq) the accepted parts take, so a caller can record them first. Returns one row per
 -- credit, in input order. Internal.
--- Locks: the hold row, then the credit accounts and the hold's account FOR UPDATE by ascending id.
--- Raises: INVALID_REQUEST, HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, INSUFFICIENT_FUNDS.
+-- Locks: the credit accounts FOR UPDATE by ascending id, then the hold's account, then the hold row. The
+-- credit side is written before the hold's account is locked, so calls paying different accounts from
+-- one hold (the batches of a payout) overlap and queue only for the short debit side. With credits, the
+-- hold's account is taken when free, never queued for (a transaction holding it may be waiting for a
+-- credit): after 500 ms (the setting pgwallet.hold_account_lock_wait) the call gives up.
+-- Raises: INVALID_REQUEST, HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, INSUFFICIENT_FUNDS, ACCOUNT_FROZEN,
+-- ACCOUNT_CLOSED, serialization_failure (40001: the hold's account stayed locked; retry the call).
 create or replace function pgwallet.pay_hold_parts(
     p_hold_id      bigint,
     p_operation_id bigint,
@@ -795,6 +800,7 @@ declare
     v_paid      integer;
     v_captured  bigint;
     v_last      bigint;
+    v_deadline  timestamptz;
 begin
     if coalesce(array_length(p_credits, 1), 0) <> n
        or (p_transfer_ids is not null and (cardinality(p_transfer_ids) <> n or array_position(p_transfer_ids, null) > 0))
@@ -803,27 +809,24 @@ begin
         perform pgwallet.raise_error('INVALID_REQUEST',
             'parts: distinct credit accounts, each with a positive amount', 'parts');
     end if;
-    select * into v_hold from pgwallet.holds h where h.id = p_hold_id for update;
+    -- what the credit side needs of the hold (its account and currency) never changes: read unlocked
+    select * into v_hold from pgwallet.holds h where h.id = p_hold_id;
     if not found then
         perform pgwallet.raise_error('HOLD_NOT_FOUND', pg_catalog.format('hold %s', p_hold_id), 'hold_id');
     end if;
-    if v_hold.status <> 'open' or v_hold.credit_account_id <> v_hold.account_id then
+    if v_hold.status <> 'open' or v_hold.credit_account_id <> v_hold.account_id then  -- settled holds stay so
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('hold %s is %s, or not a hold paid in parts', p_hold_id, v_hold.status), 'hold_id');
     end if;
-    -- one locking read of every ordinary account involved, kept in arrays for the rest
+    -- one locking read of every credit account, kept in arrays for the rest (the hold's own account is
+    -- locked after the hold, below: as a credit it is refused)
     select coalesce(array_agg(a.id), '{}'), coalesce(array_agg(a.status), '{}'), coalesce(array_agg(a.currency), '{}'),
            coalesce(array_agg(a.balance), '{}'), coalesce(array_agg(a.version), '{}')
     into c_id, c_status, c_currency, c_balance, c_version
     from (select x.id, x.status, x.currency, x.balance, x.version from pgwallet.accounts x
-          where x.id = any (p_credits || v_hold.account_id) and not x.collector
+          where x.id = any (p_credits) and x.id <> v_hold.account_id and not x.collector
           order by x.id
           for update) a;
-    select * into v_account from pgwallet.accounts a where a.id = v_hold.account_id;
-    if v_account.status <> 'active' then
-        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'hold_id');
-    end if;
 
     -- judge every part: null for an accepted one, else the code of the error it would have raised
     -- (a collector was not locked above: it is refused like a missing account would be, by its code)
@@ -843,19 +846,15 @@ begin
                       when c.status = 'frozen' then 'ACCOUNT_FROZEN'
                       when c.status = 'closed' then 'ACCOUNT_CLOSED'
                       when c.currency <> v_hold.currency then 'CURRENCY_MISMATCH'
-                      when c.id = v_hold.account_id or c.balance > 9223372036854775807 - u.amount
-                          then 'INVALID_REQUEST'
+                      when c.balance > 9223372036854775807 - u.amount then 'INVALID_REQUEST'
                  end as refusal
           from unnest(p_credits, p_amounts) with ordinality u(credit, amount, ord)
           left join unnest(c_id, c_status, c_currency, c_balance, c_version) c(id, status, currency, balance, version)
                  on c.id = u.credit
           order by u.ord) j;
     v_paid := cardinality(v_credits);
-    if v_total > v_hold.amount then
-        perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
-            pg_catalog.format('hold %s has %s left, parts need %s', p_hold_id, v_hold.amount, v_total), 'parts');
-    end if;
 
+    -- the credit side: one transfer and one entry per accepted part, each credit's balance
     if v_paid > 0 then
         if p_transfer_ids is null then
             v_transfers := array(select nextval('pgwallet.transfers_id_seq') from generate_series(1, v_paid));
@@ -865,20 +864,56 @@ begin
         select t.id, p_operation_id, v_hold.account_id, t.credit, t.amount, v_hold.currency, p_hold_id, p_kind,
                coalesce(p_metadata, '{}')
         from unnest(v_transfers, v_credits, v_amounts) t(id, credit, amount);
-        -- the hold's account: one debit per part, its running balance by a window; each credit: one entry
         insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
                                       account_version)
-        select t.id, v_hold.account_id, null::smallint, -t.amount, v_account.balance - sum(t.amount) over w + t.amount,
-               v_account.balance - sum(t.amount) over w, v_account.version + t.ord
-        from unnest(v_transfers, v_amounts) with ordinality t(id, amount, ord)
-        window w as (order by t.ord rows between unbounded preceding and current row)
-        union all
         select t.id, t.credit, null, t.amount, t.balance, t.balance + t.amount, t.version + 1
         from unnest(v_transfers, v_credits, v_amounts, v_balances, v_versions) t(id, credit, amount, balance, version);
         update pgwallet.accounts a
         set balance = u.balance + u.amount, version = u.version + 1, updated_at = now()
         from unnest(v_credits, v_amounts, v_balances, v_versions) u(id, amount, balance, version)
         where a.id = u.id;
+    end if;
+
+    -- the debit side, under the hold's account and then the hold: one debit per part, its running balance
+    -- by a window. A transaction holding that account may be waiting for one of the credits locked above
+    -- (a transfer between the pool and a winner), so with credits this call never queues for it: it
+    -- takes it when free (SKIP LOCKED), looking again every millisecond for at most 500 ms (the setting
+    -- pgwallet.hold_account_lock_wait), then rolls back as a serialization failure, to be retried
+    if n > 0 then
+        v_deadline := pg_catalog.clock_timestamp()
+            + coalesce(nullif(pg_catalog.current_setting('pgwallet.hold_account_lock_wait', true), ''), '500ms')::interval;
+        loop
+            select * into v_account from pgwallet.accounts a where a.id = v_hold.account_id for update skip locked;
+            exit when found;
+            if pg_catalog.clock_timestamp() > v_deadline then
+                raise exception using errcode = 'serialization_failure',
+                    message = pg_catalog.format('account %s stayed locked: nothing was paid, retry', v_hold.account_id);
+            end if;
+            perform pg_catalog.pg_sleep(0.001);
+        end loop;
+    else
+        select * into v_account from pgwallet.accounts a where a.id = v_hold.account_id for update;
+    end if;
+    select * into v_hold from pgwallet.holds h where h.id = p_hold_id for update;
+    if v_hold.status <> 'open' then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is %s', p_hold_id, v_hold.status), 'hold_id');
+    end if;
+    if v_total > v_hold.amount then
+        perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
+            pg_catalog.format('hold %s has %s left, parts need %s', p_hold_id, v_hold.amount, v_total), 'parts');
+    end if;
+    if v_account.status <> 'active' then
+        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
+            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'hold_id');
+    end if;
+    if v_paid > 0 then
+        insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
+                                      account_version)
+        select t.id, v_hold.account_id, null::smallint, -t.amount, v_account.balance - sum(t.amount) over w + t.amount,
+               v_account.balance - sum(t.amount) over w, v_account.version + t.ord
+        from unnest(v_transfers, v_amounts) with ordinality t(id, amount, ord)
+        window w as (order by t.ord rows between unbounded preceding and current row);
     end if;
 
     v_hold.amount := v_hold.amount - v_total;

@@ -2,9 +2,11 @@
 -- create_payout_job covers the pool with a hold paid out in parts (pgwallet.place_parts_hold) and
 -- writes one entry per winner; process_payout_batch pays up to batch_size pending entries in one
 -- transaction through pgwallet.pay_hold_parts (one INSERT ... SELECT for the transfers, one for the
--- entries, one UPDATE for the winners' balances). Lock order: the job row, its entries, the hold, then
--- the accounts by ascending id. A batch commits or leaves nothing behind, so a killed worker loses
--- nothing and a restarted one pays each pending entry exactly once.
+-- entries, one UPDATE for the winners' balances). Lock order: the job row (shared by the batches of a
+-- job, exclusive for cancel and retry), its entries, the winners by ascending id, the pool account, the
+-- hold. Batches of one job overlap: only their short debit side (the pool's entries and balance, the
+-- hold, the job's counters) queues. A batch commits or leaves nothing behind, so a killed worker
+-- loses nothing and a restarted one pays each pending entry exactly once.
 
 -- payout_job_json: the public view of a job (its status and counters). Locks nothing.
 create or replace function pgwallet.payout_job_json(p_job pgwallet.payout_jobs)
@@ -296,14 +298,28 @@ begin
 end
 $$;
 
+-- payout_clocks: the ledger's operation counter and the payout batch counter, as they stand. A batch that
+-- pays takes one value of each, so between two readings (operations - batches) counts the money
+-- movements that were not payout batches: the traffic a worker gives way to. Locks nothing.
+create or replace function pgwallet.payout_clocks()
+returns jsonb
+language sql
+volatile
+set search_path = pgwallet, pg_temp
+as $$
+    select jsonb_build_object('operations_seen', (select s.last_value from pgwallet.operation_id_seq s),
+                              'batches_seen', (select s.last_value from pgwallet.payout_batches_seq s))
+$$;
+
 -- process_payout_batch: pays up to p_batch_size pending entries of job p_job_id in one transaction,
 -- set-based (pgwallet.pay_hold_parts); an entry whose winner is frozen, closed or gone fails alone
 -- (status failed, error = the code) and the batch goes on. Advances the job's counters and finishes
 -- it when nothing is pending. A job that is not queued or running is left alone (processed 0).
 -- When the pool account itself is frozen or closed the job fails (status failed, error recorded)
 -- and waits for retry_failed_payout_entries or cancel_payout_job.
--- Locks: the job row, its pending entries (FOR UPDATE SKIP LOCKED), the hold, then the winners and
--- the pool account by ascending id. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND.
+-- Locks: the job row FOR KEY SHARE (batches of one job run side by side; cancel and retry wait for
+-- them), its pending entries (FOR UPDATE SKIP LOCKED), the winners by ascending id, then the pool
+-- account (a bounded wait: see pay_hold_parts), the hold and the job row for the counters. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND.
 create or replace function pgwallet.process_payout_batch(p_job_id bigint, p_batch_size integer default 500)
 returns jsonb
 language plpgsql
@@ -327,7 +343,7 @@ declare
 begin
     p_batch_size := coalesce(p_batch_size, 500);
     perform pgwallet.check_request(p_batch_size between 1 and 10000, 'batch_size', 'must be 1 to 10000');
-    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
+    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for key share;
     if not found then
         perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
     end if;
@@ -344,8 +360,8 @@ begin
         end if;
         -- take the entries and mark them paid with their transfer ids in one write; the few refused
         -- below are marked failed instead (all in this one transaction)
-        -- from the job's cursor on (batches of a job run one after another); should a pending entry
-        -- have been passed by (a row lock held elsewhere), an empty look starts again from the top
+        -- from the job's cursor on (entries locked by a batch in flight are skipped); should a pending
+        -- entry have been passed by (a batch rolled back), an empty look starts again from the top
         loop
             with picked as (
                 select x.id from pgwallet.payout_entries x
@@ -372,6 +388,7 @@ begin
         end loop;
     end if;
     if v_count > 0 then
+        perform nextval('pgwallet.payout_batches_seq');  -- counted with the operation below (payout_clocks)
         select coalesce(array_agg(i.id) filter (where r.refusal is not null), '{}'),
                coalesce(array_agg(r.refusal) filter (where r.refusal is not null), '{}'),
                coalesce(sum(i.amount) filter (where r.refusal is null), 0)
@@ -389,7 +406,7 @@ begin
             where e.id = f.id;
         end if;
         update pgwallet.payout_jobs j
-        set status = 'running', started_at = coalesce(j.started_at, now()), next_entry_id = v_ids[v_count],
+        set status = 'running', started_at = coalesce(j.started_at, now()), next_entry_id = greatest(j.next_entry_id, v_ids[v_count]),
             paid_winners = j.paid_winners + v_paid,
             failed_winners = j.failed_winners + v_failed, processed_winners = j.processed_winners + v_paid + v_failed,
             paid_amount = j.paid_amount + v_amount
@@ -397,8 +414,8 @@ begin
         returning * into v_job;
     end if;
     v_job := pgwallet.finish_payout_job(v_job);
-    return pgwallet.payout_job_json(v_job) || jsonb_build_object('processed', v_paid + v_failed, 'paid', v_paid,
-                                                                 'failed', v_failed);
+    return pgwallet.payout_job_json(v_job) || pgwallet.payout_clocks()
+           || jsonb_build_object('processed', v_paid + v_failed, 'paid', v_paid, 'failed', v_failed);
 end
 $$;
 
@@ -459,7 +476,7 @@ $$;
 
 -- cancel_payout_job: stops the job: its pending and failed entries are cancelled and their part of
 -- the hold released (the hold is settled: captured for what was paid). Cancelling a cancelled job
--- returns it unchanged. Locks: the job row, its entries, the hold, the pool account.
+-- returns it unchanged. Locks: the job row, its entries, the pool account, the hold.
 -- Raises: PAYOUT_JOB_NOT_FOUND, INVALID_STATE_TRANSITION (a completed job).
 create or replace function pgwallet.cancel_payout_job(p_job_id bigint)
 returns jsonb
