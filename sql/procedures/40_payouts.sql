@@ -326,6 +326,9 @@ language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
+-- once most entries are completed, the planner believes few are pending and reads the whole job through
+-- a bitmap (500 ms for a million entries) instead of walking the job's index from the cursor (1 ms)
+set enable_bitmapscan = off
 as $$
 declare
     v_job      pgwallet.payout_jobs;
