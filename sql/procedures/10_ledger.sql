@@ -819,7 +819,7 @@ begin
             pg_catalog.format('hold %s is %s, or not a hold paid in parts', p_hold_id, v_hold.status), 'hold_id');
     end if;
     -- one locking read of every credit account, kept in arrays for the rest (the hold's own account is
-    -- locked after the hold, below: as a credit it is refused)
+    -- locked for the debit side, below: as a credit it is refused)
     select coalesce(array_agg(a.id), '{}'), coalesce(array_agg(a.status), '{}'), coalesce(array_agg(a.currency), '{}'),
            coalesce(array_agg(a.balance), '{}'), coalesce(array_agg(a.version), '{}')
     into c_id, c_status, c_currency, c_balance, c_version
@@ -881,7 +881,8 @@ begin
     -- pgwallet.hold_account_lock_wait), then rolls back as a serialization failure, to be retried
     if n > 0 then
         v_deadline := pg_catalog.clock_timestamp()
-            + coalesce(nullif(pg_catalog.current_setting('pgwallet.hold_account_lock_wait', true), ''), '500ms')::interval;
+            + coalesce(nullif(pg_catalog.current_setting('pgwallet.hold_account_lock_wait', true), ''),
+                       '500ms')::interval;
         loop
             select * into v_account from pgwallet.accounts a where a.id = v_hold.account_id for update skip locked;
             exit when found;

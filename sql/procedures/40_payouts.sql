@@ -319,7 +319,9 @@ $$;
 -- and waits for retry_failed_payout_entries or cancel_payout_job.
 -- Locks: the job row FOR KEY SHARE (batches of one job run side by side; cancel and retry wait for
 -- them), its pending entries (FOR UPDATE SKIP LOCKED), the winners by ascending id, then the pool
--- account (a bounded wait: see pay_hold_parts), the hold and the job row for the counters. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND.
+-- account (taken when free, never queued for: see pay_hold_parts), the hold and the job row for the
+-- counters. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND, serialization_failure (40001: the pool
+-- stayed locked for 500 ms; nothing was paid, retry the batch).
 create or replace function pgwallet.process_payout_batch(p_job_id bigint, p_batch_size integer default 500)
 returns jsonb
 language plpgsql
@@ -409,7 +411,8 @@ begin
             where e.id = f.id;
         end if;
         update pgwallet.payout_jobs j
-        set status = 'running', started_at = coalesce(j.started_at, now()), next_entry_id = greatest(j.next_entry_id, v_ids[v_count]),
+        set status = 'running', started_at = coalesce(j.started_at, now()),
+            next_entry_id = greatest(j.next_entry_id, v_ids[v_count]),
             paid_winners = j.paid_winners + v_paid,
             failed_winners = j.failed_winners + v_failed, processed_winners = j.processed_winners + v_paid + v_failed,
             paid_amount = j.paid_amount + v_amount

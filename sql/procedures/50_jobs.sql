@@ -52,7 +52,7 @@ begin
     perform pgwallet.check_request(length(p_idempotency_key) between 1 and 255, 'idempotency_key',
                                    'must be 1 to 255 characters');
     perform pgwallet.check_request(p_max_attempts between 1 and 100, 'max_attempts', 'must be 1 to 100');
-    perform pgwallet.check_request(p_run_after is null or p_run_after::text not in ('infinity', '-infinity'),
+    perform pgwallet.check_request(p_run_after is null or isfinite(p_run_after),
                                    'run_after', 'must be a finite time');
     insert into pgwallet.jobs (kind, payload, idempotency_key, max_attempts, run_after)
     values (p_kind, p_payload, p_idempotency_key, p_max_attempts, coalesce(p_run_after, now()))
