@@ -289,6 +289,54 @@ def test_cancel_racing_workers_is_exact(ledger: Ledger, db_url: str) -> None:
         "captured", final.paid_winners * 10, 20_000 - final.paid_winners * 10)
 
 
+def backend_waiting_for_a_lock(watch: psycopg.Connection[Any], pid: int) -> list[int]:
+    """Waits until backend ``pid`` queues in the lock manager; returns the backends it waits for."""
+    for _ in range(2000):
+        row = watch.execute("select wait_event_type, pg_blocking_pids(pid) from pg_stat_activity where pid = %s",
+                            (pid,)).fetchone()
+        if row and row[0] == "Lock" and row[1]:
+            return list(row[1])
+        time.sleep(0.005)
+    raise AssertionError(f"backend {pid} never queued for a lock")
+
+
+def test_cancel_is_not_starved_by_batches_that_keep_coming(ledger: Ledger, db_url: str) -> None:
+    """Batches of one job share the job; cancel needs it alone. While cancel waits for the batch in
+    flight, a batch that arrives later queues behind the cancel instead of overtaking it (else two
+    workers taking turns would hold the cancel off until the job is paid). That later batch then finds
+    the job cancelled and pays nobody."""
+    c = ledger.client
+    pool = ledger.funded(100_000, kind="pool")
+    people = open_winners(db_url, 400)
+    job = c.create_payout_job("fair-cancel", pool, 4000, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    results: dict[str, Any] = {}
+
+    def run(name: str, conn: psycopg.Connection[Any], sql: str) -> None:
+        row = conn.execute(sql, (job.job_id,)).fetchone()
+        results[name] = row[0] if row else None
+
+    # first is closed first, should an assertion fail: its rollback lets the threads' calls end
+    with psycopg.connect(db_url, autocommit=True) as watch, psycopg.connect(db_url, autocommit=True) as canceller, \
+            psycopg.connect(db_url, autocommit=True) as later, psycopg.connect(db_url) as first:
+        row = first.execute("select pgwallet.process_payout_batch(%s, 100)", (job.job_id,)).fetchone()
+        assert row and row[0]["processed"] == 100  # and the transaction stays open
+        cancel = threading.Thread(target=run, args=("cancel", canceller, "select pgwallet.cancel_payout_job(%s)"))
+        cancel.start()
+        assert backend_waiting_for_a_lock(watch, canceller.info.backend_pid) == [first.info.backend_pid]
+        batch = threading.Thread(target=run, args=("later", later, "select pgwallet.process_payout_batch(%s, 100)"))
+        batch.start()
+        assert canceller.info.backend_pid in backend_waiting_for_a_lock(watch, later.info.backend_pid)
+        first.commit()
+        cancel.join()
+        batch.join()
+    assert results["cancel"]["cancelled"] == 300
+    assert (results["later"]["processed"], results["later"]["status"]) == (0, "cancelled")
+    status = c.get_payout_job_status(job.job_id)
+    assert (status.status, status.paid_winners, status.cancelled_winners) == ("cancelled", 100, 300)
+    account = c.get_account(pool)
+    assert (account.balance, account.held) == (100_000 - 1000, 0)
+
+
 def test_killing_workers_mid_batch_twenty_times_loses_nothing(ledger: Ledger, db_url: str) -> None:
     """Real ``pgwallet payouts work`` processes, each killed with SIGKILL while it pays; a last one
     finishes the job: every winner paid exactly once, the pool's hold and balance exact."""

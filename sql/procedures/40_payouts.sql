@@ -311,16 +311,38 @@ as $$
                               'batches_seen', (select s.last_value from pgwallet.payout_batches_seq s))
 $$;
 
+-- share_payout_job: a batch's share of the job's gate (a transaction advisory lock on the job id), taken
+-- before the job row. Row locks alone would not do: a FOR UPDATE waiter does not hold back new FOR KEY
+-- SHARE lockers, so batches taking turns could keep a cancel waiting until the job is paid; the lock
+-- manager queues a new batch behind a waiting cancel. Locks: the gate, shared. Raises nothing.
+create or replace function pgwallet.share_payout_job(p_job_id bigint)
+returns void
+language sql
+set search_path = pgwallet, pg_temp
+as $$
+    select pg_catalog.pg_advisory_xact_lock_shared(1885828980, pg_catalog.hashtext('payout_jobs/' || p_job_id))
+$$;
+
+-- take_payout_job: the job's gate alone, for cancel and retry: they wait for the batches in flight, and
+-- later batches wait for them. Locks: the gate, exclusive. Raises nothing.
+create or replace function pgwallet.take_payout_job(p_job_id bigint)
+returns void
+language sql
+set search_path = pgwallet, pg_temp
+as $$
+    select pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext('payout_jobs/' || p_job_id))
+$$;
+
 -- process_payout_batch: pays up to p_batch_size pending entries of job p_job_id in one transaction,
 -- set-based (pgwallet.pay_hold_parts); an entry whose winner is frozen, closed or gone fails alone
 -- (status failed, error = the code) and the batch goes on. Advances the job's counters and finishes
 -- it when nothing is pending. A job that is not queued or running is left alone (processed 0).
 -- When the pool account itself is frozen or closed the job fails (status failed, error recorded)
 -- and waits for retry_failed_payout_entries or cancel_payout_job.
--- Locks: the job row FOR KEY SHARE (batches of one job run side by side; cancel and retry wait for
--- them), its pending entries (FOR UPDATE SKIP LOCKED), the winners by ascending id, then the pool
--- account (taken when free, never queued for: see pay_hold_parts), the hold and the job row for the
--- counters. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND, serialization_failure (40001: the pool
+-- Locks: the job's gate shared, the job row FOR KEY SHARE (batches of one job run side by side; cancel
+-- and retry wait for them), its pending entries (FOR UPDATE SKIP LOCKED), the winners by ascending id,
+-- then the pool account (taken when free, never queued for: see pay_hold_parts), the hold and the job
+-- row for the counters. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND, serialization_failure (40001: the pool
 -- stayed locked for 500 ms; nothing was paid, retry the batch).
 create or replace function pgwallet.process_payout_batch(p_job_id bigint, p_batch_size integer default 500)
 returns jsonb
@@ -348,6 +370,7 @@ declare
 begin
     p_batch_size := coalesce(p_batch_size, 500);
     perform pgwallet.check_request(p_batch_size between 1 and 10000, 'batch_size', 'must be 1 to 10000');
+    perform pgwallet.share_payout_job(p_job_id);
     select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for key share;
     if not found then
         perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
@@ -442,8 +465,8 @@ $$;
 
 -- retry_failed_payout_entries: makes the job's failed entries pending again (their money is still
 -- held) and puts the job back to running, for the workers to pay them (e.g. after unfreezing the
--- winners, or the pool). Locks: the job row, then its failed entries. Raises: PAYOUT_JOB_NOT_FOUND,
--- INVALID_STATE_TRANSITION (completed or cancelled jobs).
+-- winners, or the pool). Locks: the job's gate, the job row, then its failed entries.
+-- Raises: PAYOUT_JOB_NOT_FOUND, INVALID_STATE_TRANSITION (completed or cancelled jobs).
 create or replace function pgwallet.retry_failed_payout_entries(p_job_id bigint)
 returns jsonb
 language plpgsql
@@ -454,6 +477,7 @@ declare
     v_job   pgwallet.payout_jobs;
     v_count integer;
 begin
+    perform pgwallet.take_payout_job(p_job_id);
     select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
     if not found then
         perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
@@ -482,7 +506,7 @@ $$;
 
 -- cancel_payout_job: stops the job: its pending and failed entries are cancelled and their part of
 -- the hold released (the hold is settled: captured for what was paid). Cancelling a cancelled job
--- returns it unchanged. Locks: the job row, its entries, the pool account, the hold.
+-- returns it unchanged. Locks: the job's gate, the job row, its entries, the pool account, the hold.
 -- Raises: PAYOUT_JOB_NOT_FOUND, INVALID_STATE_TRANSITION (a completed job).
 create or replace function pgwallet.cancel_payout_job(p_job_id bigint)
 returns jsonb
@@ -495,6 +519,7 @@ declare
     v_pending   integer;
     v_failed    integer;
 begin
+    perform pgwallet.take_payout_job(p_job_id);
     select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
     if not found then
         perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
