@@ -428,7 +428,7 @@ begin
     elsif (p_total_amount > 0) is not true then
         perform pgwallet.raise_error('INVALID_REQUEST', 'total_amount: must be a positive whole number of minor units',
                                      'total_amount');
-    elsif v_sum <> p_total_amount then
+    elsif (v_sum = p_total_amount) is not true then
         perform pgwallet.raise_error('INVALID_REQUEST',
             'total_amount: must equal the sum of quantity * unit_price of the items', 'total_amount');
     elsif (length(p_point_of_sale) between 1 and 64) is not true then
