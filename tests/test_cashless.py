@@ -123,6 +123,49 @@ def test_block_refuses_every_debit_and_unblock_restores(fest: Festival, db_url: 
     assert c.process_bar_order(card.card_id, BEER, 1350, "b1", fest.bar).card_balance == 3650
 
 
+def test_a_blocked_card_refuses_debits_through_the_ledger_calls_too(fest: Festival, db_url: str) -> None:
+    """transfer, post_operation and place_hold are granted to the application as well: a blocked card's
+    account refuses debits there with CARD_BLOCKED (nothing changes), still takes credits, and pays again
+    once unblocked. A hold placed before the block is still captured: that money was reserved already."""
+    c = fest.client
+    card, other = fest.card(5000), fest.card(1000)
+    early = c.place_hold(card.account_id, other.account_id, 500, "early-hold")
+    c.set_card_status(card.card_id, "blocked", reason="stolen")
+    debits = [
+        lambda: c.transfer(card.account_id, other.account_id, 100, "t1"),
+        lambda: c.post_operation([{"debit_account_id": card.account_id, "credit_account_id": other.account_id,
+                                   "amount": 100}], "op1"),
+        lambda: c.place_hold(card.account_id, other.account_id, 100, "h1"),
+    ]
+    for debit in debits:
+        refused(db_url, errors.CardBlocked, debit, "debit_account_id" if debit is not debits[2] else "account_id")
+    assert c.transfer(other.account_id, card.account_id, 100, "credit").amount == 100
+    assert c.capture_hold(early.hold_id, "early-capture").status == "captured"
+    assert c.get_card(card.card_id).balance == 5000 + 100 - 500
+    c.set_card_status(card.card_id, "active")
+    assert c.transfer(card.account_id, other.account_id, 100, "t1").amount == 100
+    replaced = c.replace_card(card.card_id, uid(), "replace")  # moves the balance, then refuses debits
+    assert c.get_card(replaced.new_card_id).balance == 4500
+    refused(db_url, errors.CardBlocked, lambda: c.transfer(card.account_id, other.account_id, 1, "t2"),
+            "debit_account_id")
+
+
+def test_replacing_or_cashing_out_a_blocked_card_moves_its_money(fest: Festival, db_url: str) -> None:
+    """The card's own moves of a blocked card (to its replacement, to the payout at close-out) are not refused;
+    the cards stay refusing debits afterwards."""
+    c = fest.client
+    lost, kept = fest.card(3000), fest.card(2000)
+    c.set_card_status(lost.card_id, "blocked", reason="lost")
+    c.set_card_status(kept.card_id, "blocked", reason="left early")
+    moved = c.replace_card(lost.card_id, uid(), "replace-blocked")
+    assert moved.moved_amount == 3000 and c.get_card(moved.new_card_id).balance == 3000
+    assert c.cash_out_card(kept.card_id, "cash-out-blocked").amount == 2000
+    target = c.get_card(moved.new_card_id).account_id
+    for card in (lost, kept):
+        refused(db_url, errors.CardBlocked,
+                lambda card=card: c.transfer(card.account_id, target, 1, f"after-{card.card_id}"), "debit_account_id")
+
+
 def test_set_card_status_errors(fest: Festival, db_url: str) -> None:
     c = fest.client
     refused(db_url, errors.CardNotFound, lambda: c.set_card_status(10**12, "blocked"), "card_id")

@@ -114,6 +114,35 @@ def test_block_racing_orders_refuses_every_order_after_it(client: Client, db_url
         client.process_bar_order(card, ONE_EURO, 100, "after-the-block", bars[0])
 
 
+def test_block_racing_ledger_transfers_refuses_every_debit_after_it(client: Client, db_url: str) -> None:
+    """The same race through the generic ledger call: transfers out of the card's account, with a block in
+    the middle. Each one is paid or refused with CARD_BLOCKED, the balance is exact, and every transfer
+    sent after the block returned is refused."""
+    card, _ = festival(client, 50_000)
+    account = client.get_card(card).account_id
+    shop = client.open_account("EUR", "merchant", "shop").id
+
+    async def block_then_debit(c: Any) -> list[Any]:
+        await asyncio.sleep(0.05)
+        await c.set_card_status(card, "blocked", reason="stolen")
+        later = []
+        for i in range(20):
+            try:
+                later.append(await c.transfer(account, shop, 100, f"after-{i}"))
+            except errors.PgWalletError as exc:
+                later.append(exc)
+        return later
+
+    calls = [lambda c, i=i: c.transfer(account, shop, 100, f"t-{i}") for i in range(200)]
+    results = asyncio.run(storm(db_url, 40, [*calls, block_then_debit]))
+    paid = [r for r in results[:-1] if not isinstance(r, errors.PgWalletError)]
+    refused = [r for r in results[:-1] if isinstance(r, errors.CardBlocked)]
+    assert len(paid) + len(refused) == 200
+    assert all(isinstance(r, errors.CardBlocked) and r.field == "debit_account_id" for r in results[-1])
+    assert client.get_card(card).balance == 50_000 - 100 * len(paid)
+    assert client.get_account(shop).balance == 100 * len(paid)
+
+
 def test_replacement_racing_orders_loses_no_money(client: Client, db_url: str) -> None:
     card, bars = festival(client, 20_000)
 

@@ -78,6 +78,26 @@ begin
 end
 $$;
 
+-- set_debit_refusal: makes account p_account_id refuse every debit with catalogue error p_code (null: debits
+-- allowed again); credits still go through. For domains whose own object blocks an account's money (a
+-- blocked card). Locks: the account row. Raises: ACCOUNT_NOT_FOUND; XX000 for a code not in the catalogue.
+create or replace function pgwallet.set_debit_refusal(p_account_id bigint, p_code text)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if p_code is not null and not exists (select 1 from pgwallet.error_catalogue e where e.code = p_code) then
+        raise exception 'pgwallet: error code % is not in pgwallet.error_catalogue', p_code using errcode = 'XX000';
+    end if;
+    update pgwallet.accounts set debit_refusal = p_code, updated_at = now() where id = p_account_id;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id),
+                                     'account_id');
+    end if;
+end
+$$;
+
 -- claim_slot: one balance slot of collector p_account_id, locked for this transaction: the first
 -- unlocked one from a random slot on, wrapping around; it waits only when every slot is busy.
 -- Locks: one account_slots row. Raises: nothing.
@@ -120,7 +140,8 @@ $$;
 -- debit account's held amount. A procedure posts all its legs in one call.
 -- Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per collector (all of its slots
 -- when money leaves a collector that must stay covered). Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND,
--- ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH, INSUFFICIENT_FUNDS.
+-- ACCOUNT_FROZEN, ACCOUNT_CLOSED, the debit account's refusal (accounts.debit_refusal, e.g. CARD_BLOCKED;
+-- not for the capture of a hold, placed before), CURRENCY_MISMATCH, INSUFFICIENT_FUNDS.
 create or replace function pgwallet.post_legs(
     p_operation_id   bigint,
     p_kind           text,
@@ -148,6 +169,7 @@ declare
     c_total    bigint[] := '{}';      -- whole balance before, where a funds check needs it
     c_held     bigint[] := '{}';
     c_version  bigint[] := '{}';
+    c_refusal  text[] := '{}';        -- the error an account's debits are refused with, if any
     c_net      bigint[];
     c_release  bigint[];
     e_transfer bigint[] := '{}';
@@ -190,7 +212,7 @@ begin
     end loop;
 
     for a in
-        select x.id, x.currency, x.status, x.allow_negative, x.balance, x.held, x.version
+        select x.id, x.currency, x.status, x.allow_negative, x.balance, x.held, x.version, x.debit_refusal
         from pgwallet.accounts x
         where x.id = any (p_debits || p_credits) and not x.collector
         order by x.id
@@ -199,7 +221,7 @@ begin
         c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
         c_negative := c_negative || a.allow_negative;  c_slot := c_slot || null::smallint;
         c_balance := c_balance || a.balance;  c_total := c_total || a.balance;  c_held := c_held || a.held;
-        c_version := c_version || a.version;
+        c_version := c_version || a.version;  c_refusal := c_refusal || a.debit_refusal;
     end loop;
     v_ordinary := coalesce(array_length(c_id, 1), 0);
 
@@ -213,7 +235,7 @@ begin
     end loop;
     if v_others > 0 then
         for a in
-            select x.id, x.currency, x.status, x.allow_negative, x.slot_count,
+            select x.id, x.currency, x.status, x.allow_negative, x.slot_count, x.debit_refusal,
                    not x.allow_negative and x.id = any (p_debits) as covered, s.slot, s.balance, s.version
             from pgwallet.accounts x
             left join lateral (
@@ -244,6 +266,7 @@ begin
             end if;
             c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
             c_negative := c_negative || a.allow_negative;  c_held := c_held || 0::bigint;
+            c_refusal := c_refusal || a.debit_refusal;
             c_slot := c_slot || v_slot.slot;  c_balance := c_balance || v_slot.balance;
             c_version := c_version || v_slot.version;
         end loop;
@@ -270,6 +293,10 @@ begin
                     case when k = d then 'debit_account_id' else 'credit_account_id' end);
             end if;
         end loop;
+        if c_refusal[d] is not null and not (i = 1 and p_hold_id is not null) then  -- a hold's capture is owed
+            perform pgwallet.raise_error(c_refusal[d], pg_catalog.format('account %s refuses debits', c_id[d]),
+                                         'debit_account_id');
+        end if;
         if c_currency[d] <> c_currency[c] then
             perform pgwallet.raise_error('CURRENCY_MISMATCH',
                 pg_catalog.format('account %s holds %s, account %s holds %s',
@@ -457,7 +484,7 @@ $$;
 -- place_hold: reserves p_amount on an ordinary account for a later capture to p_credit_account_id
 -- (escrow); available shrinks, balance does not. Expires after p_timeout_seconds if given.
 -- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
--- CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
+-- the account's debit refusal (e.g. CARD_BLOCKED), CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
 create or replace function pgwallet.place_hold(
     p_account_id        bigint,
     p_credit_account_id bigint,
@@ -510,6 +537,10 @@ begin
             pg_catalog.format('account %s is %s, account %s is %s', v_account.id, v_account.status,
                               v_credit.id, v_credit.status),
             case when v_account.status <> 'active' then 'account_id' else 'credit_account_id' end);
+    end if;
+    if v_account.debit_refusal is not null then
+        perform pgwallet.raise_error(v_account.debit_refusal,
+                                     pg_catalog.format('account %s refuses debits', v_account.id), 'account_id');
     end if;
     if v_account.currency <> v_credit.currency then
         perform pgwallet.raise_error('CURRENCY_MISMATCH',

@@ -153,8 +153,9 @@ begin
 end
 $$;
 
--- set_card_status: blocks (lost or stolen) or unblocks a card. A replaced or cashed-out card stays as it is.
--- Locks: the card row. Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION.
+-- set_card_status: blocks (lost or stolen) or unblocks a card; a blocked card's account refuses every debit
+-- with CARD_BLOCKED (pgwallet.set_debit_refusal). A replaced or cashed-out card stays as it is.
+-- Locks: the card row, then its account row. Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION.
 create or replace function pgwallet.set_card_status(p_card_id bigint, p_status text, p_reason text default null)
 returns jsonb
 language plpgsql
@@ -178,6 +179,8 @@ begin
     update pgwallet.cards set status = p_status, status_reason = p_reason, updated_at = now()
     where id = p_card_id
     returning * into v_card;
+    -- every ledger call refuses the blocked card's debits, not only this domain's procedures
+    perform pgwallet.set_debit_refusal(v_card.account_id, case when p_status = 'blocked' then 'CARD_BLOCKED' end);
     return pgwallet.card_json(v_card);
 end
 $$;
@@ -218,11 +221,14 @@ begin
     v_new := pgwallet.issue_card(p_new_uid, v_old.currency, v_old.holder, v_old.payout_method);
     select balance - held into v_balance from pgwallet.accounts where id = v_old.account_id for update;
     if v_balance > 0 then
+        -- the card's own move to its replacement goes through even when it was blocked first (a lost card)
+        perform pgwallet.set_debit_refusal(v_old.account_id, null);
         v_op := nextval('pgwallet.operation_id_seq');
         perform pgwallet.post_legs(v_op, 'card_replacement', array[v_old.account_id],
                                    array[(v_new ->> 'account_id')::bigint], array[v_balance],
                                    jsonb_build_object('old_card_id', p_card_id, 'new_card_id', v_new -> 'card_id'));
     end if;
+    perform pgwallet.set_debit_refusal(v_old.account_id, 'CARD_BLOCKED');
     update pgwallet.cards
     set status = 'blocked', status_reason = coalesce(p_reason, 'replaced'),
         replaced_by = (v_new ->> 'card_id')::bigint, updated_at = now()
@@ -909,10 +915,13 @@ begin
         v_amounts := v_amounts || (v_balance - v_fee);
     end if;
     if array_length(v_amounts, 1) > 0 then
+        -- the close-out pays blocked cards too: their refusal is lifted for this move alone
+        perform pgwallet.set_debit_refusal(v_card.account_id, null);
         v_op := nextval('pgwallet.operation_id_seq');
         perform pgwallet.post_legs(v_op, 'card_cash_out', v_debits, v_credits, v_amounts,
                                    jsonb_build_object('card_id', p_card_id, 'payout_method', v_card.payout_method));
     end if;
+    perform pgwallet.set_debit_refusal(v_card.account_id, 'CARD_BLOCKED');  -- a cashed-out card pays nothing more
     update pgwallet.cards set status = 'cashed_out', updated_at = now() where id = p_card_id;
     insert into pgwallet.card_cashouts (card_id, amount, fee, payout_method, operation_id, client_request_id)
     values (p_card_id, greatest(v_balance, 0) - v_fee, v_fee, v_card.payout_method, v_op, p_client_request_id)

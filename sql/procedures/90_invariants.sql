@@ -83,6 +83,13 @@ as $$
     from pgwallet.cards c left join pgwallet.accounts a on a.id = c.account_id
     where a.id is null or a.kind <> 'card' or a.currency <> c.currency
     union all
+    -- cashless: a card's account refuses debits (CARD_BLOCKED) exactly when the card is not active
+    select 'cashless_blocked_card_refuses_debits', c.account_id, c.currency,
+           pg_catalog.format('card %s is %s, its account refuses debits with %s', c.id, c.status,
+                             coalesce(a.debit_refusal, 'nothing'))
+    from pgwallet.cards c join pgwallet.accounts a on a.id = c.account_id
+    where a.debit_refusal is distinct from case when c.status <> 'active' then 'CARD_BLOCKED' end
+    union all
     -- cashless: every bar order has its transfer, of its amount, from its card to its bar's revenue
     select 'cashless_order_paid_once', null, o.currency, pg_catalog.format('order %s', o.id)
     from pgwallet.bar_orders o
