@@ -78,6 +78,21 @@ begin
 end
 $$;
 
+-- require_active_account: raises ACCOUNT_FROZEN or ACCOUNT_CLOSED, naming p_field, unless p_status (account
+-- p_account_id's) is 'active'. Busy paths test the status first and call it only to raise. Locks nothing.
+create or replace function pgwallet.require_active_account(p_account_id bigint, p_status text, p_field text)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if p_status is distinct from 'active' then
+        perform pgwallet.raise_error(case p_status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
+                                     pg_catalog.format('account %s is %s', p_account_id, p_status), p_field);
+    end if;
+end
+$$;
+
 -- set_debit_refusal: makes account p_account_id refuse every debit with catalogue error p_code (null: debits
 -- allowed again); credits still go through. For domains whose own object blocks an account's money (a
 -- blocked card). Locks: the account row. Raises: ACCOUNT_NOT_FOUND; XX000 for a code not in the catalogue.
@@ -288,9 +303,8 @@ begin
         end if;
         foreach k in array array[d, c] loop
             if c_status[k] <> 'active' then
-                perform pgwallet.raise_error(case c_status[k] when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-                    pg_catalog.format('account %s is %s', c_id[k], c_status[k]),
-                    case when k = d then 'debit_account_id' else 'credit_account_id' end);
+                perform pgwallet.require_active_account(c_id[k], c_status[k],
+                                                        case when k = d then 'debit_account_id' else 'credit_account_id' end);
             end if;
         end loop;
         if c_refusal[d] is not null and not (i = 1 and p_hold_id is not null) then  -- a hold's capture is owed
@@ -765,10 +779,7 @@ begin
     end if;
     perform pgwallet.check_request(not v_account.collector, 'account_id',
                                    'holds are placed on ordinary accounts, not on collector accounts');
-    if v_account.status <> 'active' then
-        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'account_id');
-    end if;
+    perform pgwallet.require_active_account(v_account.id, v_account.status, 'account_id');
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
@@ -936,8 +947,7 @@ begin
             pg_catalog.format('hold %s has %s left, parts need %s', p_hold_id, v_hold.amount, v_total), 'parts');
     end if;
     if v_account.status <> 'active' then
-        perform pgwallet.raise_error(case v_account.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-            pg_catalog.format('account %s is %s', v_account.id, v_account.status), 'hold_id');
+        perform pgwallet.require_active_account(v_account.id, v_account.status, 'hold_id');
     end if;
     if v_paid > 0 then
         insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,

@@ -183,20 +183,14 @@ begin
     end if;
     perform pgwallet.check_request(not v_pool.collector, 'pool_account_id',
                                    'must be an ordinary account (a hold covers the pool)');
-    if v_pool.status <> 'active' then
-        perform pgwallet.raise_error(case v_pool.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-            pg_catalog.format('account %s is %s', v_pool.id, v_pool.status), 'pool_account_id');
-    end if;
+    perform pgwallet.require_active_account(v_pool.id, v_pool.status, 'pool_account_id');
     if p_fee_account_id is not null then
         select * into v_fee_acct from pgwallet.accounts a where a.id = p_fee_account_id;
         if not found then
             perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_fee_account_id),
                                          'fee_account_id');
         end if;
-        if v_fee_acct.status <> 'active' then
-            perform pgwallet.raise_error(case v_fee_acct.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-                pg_catalog.format('account %s is %s', v_fee_acct.id, v_fee_acct.status), 'fee_account_id');
-        end if;
+        perform pgwallet.require_active_account(v_fee_acct.id, v_fee_acct.status, 'fee_account_id');
         if v_fee_acct.currency <> v_pool.currency then
             perform pgwallet.raise_error('CURRENCY_MISMATCH',
                 pg_catalog.format('account %s holds %s, the pool holds %s', v_fee_acct.id, v_fee_acct.currency,

@@ -346,10 +346,7 @@ begin
                                      'wallet_account_id');
     end if;
     perform pgwallet.check_request(v_wallet.kind = 'user_wallet', 'wallet_account_id', 'must be a user wallet');
-    if v_wallet.status <> 'active' then
-        perform pgwallet.raise_error(case v_wallet.status when 'frozen' then 'ACCOUNT_FROZEN' else 'ACCOUNT_CLOSED' end,
-            pg_catalog.format('account %s is %s', v_wallet.id, v_wallet.status), 'wallet_account_id');
-    end if;
+    perform pgwallet.require_active_account(v_wallet.id, v_wallet.status, 'wallet_account_id');
     if v_wallet.currency <> v_product.currency then
         perform pgwallet.raise_error('CURRENCY_MISMATCH',
             pg_catalog.format('wallet %s holds %s, product %s is in %s', v_wallet.id, v_wallet.currency,
