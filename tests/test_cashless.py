@@ -139,6 +139,9 @@ def test_a_blocked_card_refuses_debits_through_the_ledger_calls_too(fest: Festiv
     ]
     for debit in debits:
         refused(db_url, errors.CardBlocked, debit, "debit_account_id" if debit is not debits[2] else "account_id")
+    # a payout job's pool is a hold paid out in parts: a blocked card cannot be one either
+    refused(db_url, errors.CardBlocked, lambda: c.create_payout_job(
+        "from-a-blocked-card", card.account_id, 100, 0, [{"account_id": other.account_id, "share": 1}], "p1"))
     assert c.transfer(other.account_id, card.account_id, 100, "credit").amount == 100
     assert c.capture_hold(early.hold_id, "early-capture").status == "captured"
     assert c.get_card(card.card_id).balance == 5000 + 100 - 500

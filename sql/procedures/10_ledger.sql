@@ -760,7 +760,7 @@ $$;
 -- (payouts): it has many destinations, so its credit_account_id is the account itself; it never
 -- expires, cannot be captured or voided, and is settled only through pay_hold_parts. Internal.
 -- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
--- INSUFFICIENT_FUNDS.
+-- the account's debit refusal (e.g. CARD_BLOCKED), INSUFFICIENT_FUNDS.
 create or replace function pgwallet.place_parts_hold(p_account_id bigint, p_amount bigint,
                                                      p_metadata jsonb default '{}')
 returns pgwallet.holds
@@ -780,6 +780,10 @@ begin
     perform pgwallet.check_request(not v_account.collector, 'account_id',
                                    'holds are placed on ordinary accounts, not on collector accounts');
     perform pgwallet.require_active_account(v_account.id, v_account.status, 'account_id');
+    if v_account.debit_refusal is not null then
+        perform pgwallet.raise_error(v_account.debit_refusal,
+                                     pg_catalog.format('account %s refuses debits', v_account.id), 'account_id');
+    end if;
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
