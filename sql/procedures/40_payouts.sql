@@ -2,10 +2,10 @@
 -- create_payout_job covers the pool with a hold paid out in parts (pgwallet.place_parts_hold) and
 -- writes one entry per winner; process_payout_batch pays up to batch_size pending entries in one
 -- transaction through pgwallet.pay_hold_parts (one INSERT ... SELECT for the transfers, one for the
--- entries, one UPDATE for the winners' balances). Lock order: the job row (shared by the batches of a
--- job, exclusive for cancel and retry), its entries, the winners by ascending id, the pool account, the
--- hold. Batches of one job overlap: only their short debit side (the pool's entries and balance, the
--- hold, the job's counters) queues. A batch commits or leaves nothing behind, so a killed worker
+-- entries, one UPDATE for the winners' balances). Lock order: the job's gate and row (shared by the
+-- batches of a job, exclusive for cancel and retry), its entries, the winners by ascending id, the pool
+-- account, the hold. Batches of one job overlap: only their short debit side (the pool's entries and
+-- balance, the hold, the job's counters) queues. A batch commits or leaves nothing behind, so a killed worker
 -- loses nothing and a restarted one pays each pending entry exactly once.
 
 -- payout_job_json: the public view of a job (its status and counters). Locks nothing.
