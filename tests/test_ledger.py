@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 
 import psycopg
@@ -142,6 +144,35 @@ def test_collector_balance_is_the_sum_of_its_slots(ledger: Ledger, db_url: str) 
     refused(db_url, errors.InsufficientFunds, c.transfer, bar, cards[0], 511, "too-much")
     c.transfer(bar, cards[0], 510, "refund-all")
     assert ledger.balance(bar) == 0
+
+
+def test_single_legs_take_one_slot_and_pass_busy_ones(ledger: Ledger, db_url: str) -> None:
+    """One leg with no hold takes post_legs' short path (post_single_leg): into a collector it takes the first
+    free slot from a random one on and wraps around past busy ones without waiting; out of a collector that may
+    go negative it takes one slot; legs it cannot take (two collectors, money leaving a collector that must stay
+    covered) go the general way. Every entry chains its account's balance and version."""
+    c = ledger.client
+    bar, clearing = c.open_account("EUR", "revenue").id, c.open_account("EUR", "clearing").id
+    card = ledger.funded(10_000)
+    with psycopg.connect(db_url) as other:  # holds every slot of the bar but slot 0
+        busy = other.execute("select count(*) from (select 1 from pgwallet.account_slots where account_id = %s "
+                             "and slot > 0 for update) x", (bar,)).fetchone()
+        assert busy is not None and busy[0] > 0
+        paid: list[int] = []
+        worker = threading.Thread(target=lambda: paid.extend(c.transfer(card, bar, 10, f"busy-{i}").amount
+                                                             for i in range(12)))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive() and paid == [10] * 12, "a payer waited for a busy slot"
+    assert [e.slot for e in c.account_history(bar)] == [0] * 12
+    c.transfer(clearing, card, 500, "recharge")       # out of a collector that may go negative: one slot
+    c.transfer(bar, card, 100, "refund")              # leaves a covered collector: the general path
+    c.transfer(clearing, bar, 7, "clearing-to-bar")   # two collectors: the general path
+    assert (ledger.balance(bar), ledger.balance(clearing), ledger.balance(card)) == (27, -507, 10_000 - 120 + 600)
+    assert all(e.slot is not None for e in c.account_history(clearing))
+    history = sorted(c.account_history(card), key=lambda e: e.account_version)
+    assert [e.account_version for e in history] == list(range(1, len(history) + 1))
+    assert all(a.new_balance == b.previous_balance for a, b in itertools.pairwise(history))
 
 
 def test_post_operation_is_all_or_nothing(ledger: Ledger, db_url: str) -> None:

@@ -149,14 +149,115 @@ begin
 end
 $$;
 
+-- post_single_leg: post_legs' path for the commonest operation, one leg with no hold: the same checks, locks
+-- and rows in three statements instead of seven. Returns nulls, having changed nothing, when the leg needs
+-- the general path (two collectors, or money leaving a collector that must stay covered); post_legs has
+-- checked the arguments. Locks: the ordinary accounts FOR UPDATE by ascending id, then one collector slot.
+-- Raises: ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, the debit account's refusal, CURRENCY_MISMATCH,
+-- INVALID_REQUEST (bigint range), INSUFFICIENT_FUNDS.
+create or replace function pgwallet.post_single_leg(p_operation_id bigint, p_kind text, p_debit bigint,
+                                                    p_credit bigint, p_amount bigint, p_metadata jsonb,
+                                                    out transfer_id bigint, out currency text)
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    r      record;
+    v_slot record;
+begin
+    perform 1 from pgwallet.accounts x where x.id in (p_debit, p_credit) and not x.collector order by x.id for update;
+    -- both accounts as they are now (the ordinary ones are locked), and a free slot of the collector, if any
+    select d.id is not null as d_found, d.currency, d.status as d_status, d.allow_negative as d_negative,
+           d.collector as d_collector, d.balance as d_balance, d.held as d_held, d.version as d_version,
+           d.debit_refusal, c.id is not null as c_found, c.currency as c_currency, c.status as c_status,
+           c.collector as c_collector, c.balance as c_balance, c.version as c_version,
+           coalesce(d.collector and (c.collector or not d.allow_negative), false) as general,
+           coalesce(s.account_id, case when d.collector then d.id when c.collector then c.id end) as slot_account,
+           case when d.collector then d.slot_count else c.slot_count end as slot_count,
+           s.slot, s.balance as slot_balance, s.version as slot_version
+    into r
+    from (select) z
+    left join pgwallet.accounts d on d.id = p_debit
+    left join pgwallet.accounts c on c.id = p_credit
+    left join lateral (
+        select y.account_id, y.slot, y.balance, y.version
+        from pgwallet.account_slots y
+        where y.account_id = case when d.collector and d.allow_negative and not c.collector then d.id
+                                  when c.collector and not d.collector then c.id end
+          and y.slot >= floor(random() * case when d.collector then d.slot_count else c.slot_count end)::smallint
+        order by y.slot
+        limit 1
+        for update skip locked) s on true;
+    if r.general then
+        return;
+    elsif not (r.d_found and r.c_found) then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND',
+            pg_catalog.format('account %s', case when r.d_found then p_credit else p_debit end),
+            case when r.d_found then 'credit_account_id' else 'debit_account_id' end);
+    elsif r.d_status <> 'active' or r.c_status <> 'active' then
+        perform pgwallet.require_active_account(p_debit, r.d_status, 'debit_account_id');
+        perform pgwallet.require_active_account(p_credit, r.c_status, 'credit_account_id');
+    elsif r.debit_refusal is not null then
+        perform pgwallet.raise_error(r.debit_refusal, pg_catalog.format('account %s refuses debits', p_debit),
+                                     'debit_account_id');
+    elsif r.currency <> r.c_currency then
+        perform pgwallet.raise_error('CURRENCY_MISMATCH',
+            pg_catalog.format('account %s holds %s, account %s holds %s', p_debit, r.currency, p_credit, r.c_currency),
+            'credit_account_id');
+    end if;
+    if r.slot_account is not null then
+        if r.slot is null then  -- every slot from the random one on was busy
+            select * into v_slot from pgwallet.claim_slot(r.slot_account, r.slot_count);
+            r.slot := v_slot.slot;  r.slot_balance := v_slot.balance;  r.slot_version := v_slot.version;
+        end if;
+        if r.d_collector then
+            r.d_balance := r.slot_balance;  r.d_version := r.slot_version;
+        else
+            r.c_balance := r.slot_balance;  r.c_version := r.slot_version;
+        end if;
+    end if;
+    if r.d_balance < p_amount - 9223372036854775807 or r.c_balance > 9223372036854775807 - p_amount then
+        perform pgwallet.raise_error('INVALID_REQUEST', 'amount: would take a balance beyond the bigint range of minor units',
+                                     'amount');
+    elsif not r.d_negative and r.d_balance - r.d_held < p_amount then
+        perform pgwallet.raise_error('INSUFFICIENT_FUNDS', pg_catalog.format('account %s has %s available, %s requested',
+                                     p_debit, r.d_balance - r.d_held, p_amount), 'debit_account_id');
+    end if;
+    transfer_id := nextval('pgwallet.transfers_id_seq');
+    currency := r.currency;
+    with t as (
+        insert into pgwallet.transfers (id, operation_id, debit_account_id, credit_account_id, amount, currency, kind,
+                                        metadata)
+        values (transfer_id, p_operation_id, p_debit, p_credit, p_amount, r.currency, p_kind, p_metadata)
+    ), e as (
+        insert into pgwallet.entries (transfer_id, account_id, slot, amount, previous_balance, new_balance,
+                                      account_version)
+        values (transfer_id, p_debit, case when r.d_collector then r.slot end, -p_amount, r.d_balance,
+                r.d_balance - p_amount, r.d_version + 1),
+               (transfer_id, p_credit, case when r.c_collector then r.slot end, p_amount, r.c_balance,
+                r.c_balance + p_amount, r.c_version + 1)
+    ), a as (
+        update pgwallet.accounts x
+        set balance = x.balance + case when x.id = p_debit then -p_amount else p_amount end,
+            version = x.version + 1, updated_at = now()
+        where x.id in (p_debit, p_credit) and not x.collector
+    )
+    update pgwallet.account_slots y
+    set balance = y.balance + case when r.d_collector then -p_amount else p_amount end, version = y.version + 1
+    where y.account_id = r.slot_account and y.slot = r.slot;
+end
+$$;
+
 -- post_legs: posts the legs (p_debits[i] -> p_credits[i], p_amounts[i]) of one operation, atomically,
 -- with an entry per side that keeps previous/new balance and version; returns the transfer ids and
 -- the currency of each leg. With p_hold_id, leg 1 settles that hold and p_held_release leaves the
--- debit account's held amount. A procedure posts all its legs in one call.
--- Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per collector (all of its slots
--- when money leaves a collector that must stay covered). Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND,
--- ACCOUNT_FROZEN, ACCOUNT_CLOSED, the debit account's refusal (accounts.debit_refusal, e.g. CARD_BLOCKED;
--- not for the capture of a hold, placed before), CURRENCY_MISMATCH, INSUFFICIENT_FUNDS.
+-- debit account's held amount. A procedure posts all its legs in one call; a single leg with no hold takes
+-- post_single_leg's shorter path. Locks: ordinary accounts FOR UPDATE by ascending id, then one slot per
+-- collector (all of its slots when money leaves a collector that must stay covered). Raises:
+-- INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, the debit account's refusal
+-- (accounts.debit_refusal, e.g. CARD_BLOCKED; not for the capture of a hold, placed before),
+-- CURRENCY_MISMATCH, INSUFFICIENT_FUNDS.
 create or replace function pgwallet.post_legs(
     p_operation_id   bigint,
     p_kind           text,
@@ -206,6 +307,7 @@ declare
     k          integer;
     v_field    text;
     v_rule     text;
+    v_single   record;
 begin
     if n not between 1 and 1000 or array_length(p_debits, 1) is distinct from n
        or array_length(p_credits, 1) is distinct from n then
@@ -225,6 +327,15 @@ begin
             perform pgwallet.raise_error('INVALID_REQUEST', v_field || ': ' || v_rule, v_field);
         end if;
     end loop;
+    if n = 1 and p_hold_id is null and coalesce(p_held_release, 0) = 0 then
+        v_single := pgwallet.post_single_leg(p_operation_id, p_kind, p_debits[1], p_credits[1], p_amounts[1],
+                                             p_metadata);
+        if v_single.transfer_id is not null then
+            transfer_ids := array[v_single.transfer_id];
+            currencies := array[v_single.currency];
+            return;
+        end if;
+    end if;
 
     for a in
         select x.id, x.currency, x.status, x.allow_negative, x.balance, x.held, x.version, x.debit_refusal
