@@ -4,6 +4,7 @@ the Stripe webhook's signature (forged, stale, malformed: 400 and nothing change
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -118,6 +119,7 @@ def test_webhook_delivered_20_times_concurrently_is_one_recharge(edge: Edge, set
                                   "tampered", "malformed_body", "parsed_body"])
 def test_webhook_refusals_are_400_and_change_nothing(edge: Edge, setup: dict[str, Any], db_url: str,
                                                      case: str) -> None:
+    before = snapshot(db_url)  # first: the signed timestamps below must not age while it runs
     payload = event(setup["card"], session="cs_refused")
     now = int(time.time())
     body: Any = payload
@@ -129,7 +131,7 @@ def test_webhook_refusals_are_400_and_change_nothing(edge: Edge, setup: dict[str
     elif case == "stale":
         headers = signed(payload, timestamp=now - 301)
     elif case == "future":
-        headers = signed(payload, timestamp=now + 301)
+        headers = signed(payload, timestamp=math.ceil(time.time()) + 301)  # 301 s ahead of the moment checked
     elif case == "garbage_header":
         headers = {"Stripe-Signature": "v1=abc,t=yesterday"}
     elif case == "tampered":
@@ -141,7 +143,6 @@ def test_webhook_refusals_are_400_and_change_nothing(edge: Edge, setup: dict[str
     elif case == "parsed_body":
         body = json.loads(payload)
         headers = signed(payload)
-    before = snapshot(db_url)
     status, out = edge.handle("stripe_webhook", body, headers)
     assert status == 400, out
     assert out["error"]["code"] == ("INVALID_REQUEST" if case == "malformed_body" else "INVALID_SIGNATURE")
