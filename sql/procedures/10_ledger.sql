@@ -1,5 +1,6 @@
 -- Ledger core: accounts, balanced transfers, two-phase holds, reads and invariants.
--- The only code that changes a balance is post_legs (transfers) and the hold functions (held).
+-- The only code that changes a balance is post_legs (transfers; one leg goes through its short path,
+-- post_single_leg) and the hold functions (held).
 -- Lock order, everywhere: domain rows, then holds, then ordinary accounts by ascending id, then
 -- collector slots by ascending account id. Collector slots are taken with SKIP LOCKED, so a payer into
 -- a shared revenue or fee account never waits for another payer.
