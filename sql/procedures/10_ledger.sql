@@ -94,6 +94,21 @@ begin
 end
 $$;
 
+-- require_debit_allowed: raises p_refusal (account p_account_id's debit refusal, a catalogue code such as
+-- CARD_BLOCKED), naming p_field, unless it is null. Busy paths test the refusal first and call it only to
+-- raise. Locks nothing.
+create or replace function pgwallet.require_debit_allowed(p_account_id bigint, p_refusal text, p_field text)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if p_refusal is not null then
+        perform pgwallet.raise_error(p_refusal, pg_catalog.format('account %s refuses debits', p_account_id), p_field);
+    end if;
+end
+$$;
+
 -- set_debit_refusal: makes account p_account_id refuse every debit with catalogue error p_code (null: debits
 -- allowed again); credits still go through. For domains whose own object blocks an account's money (a
 -- blocked card). Locks: the account row. Raises: ACCOUNT_NOT_FOUND; XX000 for a code not in the catalogue.
@@ -200,8 +215,7 @@ begin
         perform pgwallet.require_active_account(p_debit, r.d_status, 'debit_account_id');
         perform pgwallet.require_active_account(p_credit, r.c_status, 'credit_account_id');
     elsif r.debit_refusal is not null then
-        perform pgwallet.raise_error(r.debit_refusal, pg_catalog.format('account %s refuses debits', p_debit),
-                                     'debit_account_id');
+        perform pgwallet.require_debit_allowed(p_debit, r.debit_refusal, 'debit_account_id');
     elsif r.currency <> r.c_currency then
         perform pgwallet.raise_error('CURRENCY_MISMATCH',
             pg_catalog.format('account %s holds %s, account %s holds %s', p_debit, r.currency, p_credit, r.c_currency),
@@ -420,8 +434,7 @@ begin
             end if;
         end loop;
         if c_refusal[d] is not null and not (i = 1 and p_hold_id is not null) then  -- a hold's capture is owed
-            perform pgwallet.raise_error(c_refusal[d], pg_catalog.format('account %s refuses debits', c_id[d]),
-                                         'debit_account_id');
+            perform pgwallet.require_debit_allowed(c_id[d], c_refusal[d], 'debit_account_id');
         end if;
         if c_currency[d] <> c_currency[c] then
             perform pgwallet.raise_error('CURRENCY_MISMATCH',
@@ -664,10 +677,7 @@ begin
                               v_credit.id, v_credit.status),
             case when v_account.status <> 'active' then 'account_id' else 'credit_account_id' end);
     end if;
-    if v_account.debit_refusal is not null then
-        perform pgwallet.raise_error(v_account.debit_refusal,
-                                     pg_catalog.format('account %s refuses debits', v_account.id), 'account_id');
-    end if;
+    perform pgwallet.require_debit_allowed(v_account.id, v_account.debit_refusal, 'account_id');
     if v_account.currency <> v_credit.currency then
         perform pgwallet.raise_error('CURRENCY_MISMATCH',
             pg_catalog.format('account %s holds %s, account %s holds %s', v_account.id, v_account.currency,
@@ -892,10 +902,7 @@ begin
     perform pgwallet.check_request(not v_account.collector, 'account_id',
                                    'holds are placed on ordinary accounts, not on collector accounts');
     perform pgwallet.require_active_account(v_account.id, v_account.status, 'account_id');
-    if v_account.debit_refusal is not null then
-        perform pgwallet.raise_error(v_account.debit_refusal,
-                                     pg_catalog.format('account %s refuses debits', v_account.id), 'account_id');
-    end if;
+    perform pgwallet.require_debit_allowed(v_account.id, v_account.debit_refusal, 'account_id');
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
