@@ -237,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             first = ledger_bench.open_accounts(conn, "user_wallet", args.winners, "bench winner")
             winners = list(range(first, first + args.winners))
             pool = ledger_bench.open_accounts(conn, "pool", 1, "bench prize pool")
-            conn.execute("select pgwallet.transfer(%s, %s, %s, 'bench-pool')", (layout.system_id, pool, 10**17))
+            conn.execute("select pgwallet.fund_account(%s, %s, %s, 'bench-pool')", (layout.system_id, pool, 10**17))
         with tempfile.TemporaryDirectory(prefix="pgwallet-bench-payouts-") as tmp:
             bench = ledger_bench.Pgbench(ledger_bench.find_pgbench(), bench_url, Path(tmp))
             bench.initialize(ledger_bench.SCALE)

@@ -375,11 +375,12 @@ def open_accounts(conn: psycopg.Connection[Any], kind: str, count: int, name: st
     first: int | None = None
     last: int | None = None
     done = 0
+    opener = "open_system_account" if kind in ("system", "clearing") else "open_account"
     while done < count:
         batch = min(LOAD_BATCH, count - done)
         row = conn.execute(
             "select min((a ->> 'id')::bigint), max((a ->> 'id')::bigint), count(*) "
-            "from (select pgwallet.open_account(%s, %s, %s) as a from generate_series(1, %s)) x",
+            f"from (select pgwallet.{opener}(%s, %s, %s) as a from generate_series(1, %s)) x",
             (CURRENCY, kind, name, batch),
         ).fetchone()
         if row is None or row[2] != batch:
@@ -395,8 +396,12 @@ def open_accounts(conn: psycopg.Connection[Any], kind: str, count: int, name: st
 
 
 def fund_cards(conn: psycopg.Connection[Any], system_id: int, card_first: int, ncards: int) -> None:
-    """FUNDING minor units to every card, from the system account: pgwallet.post_operation calls of
-    FUNDING_LEGS legs each (one update of the system row per call), LOAD_BATCH cards per statement."""
+    """FUNDING minor units to every card, from the system account: the admin's fund_account moves them all
+    to a treasury account (an ordinary one: only an admin moves money out of an account that may go
+    negative), then pgwallet.post_operation calls of FUNDING_LEGS legs each, LOAD_BATCH cards per statement."""
+    treasury = open_accounts(conn, "pool", 1, "bench treasury")
+    conn.execute("select pgwallet.fund_account(%s, %s, %s, 'bench-treasury-' || %s)",
+                 (system_id, treasury, FUNDING * ncards, treasury))
     for lo in range(card_first, card_first + ncards, LOAD_BATCH):
         hi = min(lo + LOAD_BATCH, card_first + ncards) - 1
         row = conn.execute(
@@ -410,7 +415,7 @@ def fund_cards(conn: psycopg.Connection[Any], system_id: int, card_first: int, n
                     'bench-funding-' || b, 'bench_funding') as op
                 from generate_series(%(lo)s::bigint, %(hi)s::bigint, %(legs)s) b) x
             """,
-            {"system": system_id, "amount": FUNDING, "legs": FUNDING_LEGS, "lo": lo, "hi": hi},
+            {"system": treasury, "amount": FUNDING, "legs": FUNDING_LEGS, "lo": lo, "hi": hi},
         ).fetchone()
         if row is None or row[1] != hi - lo + 1:
             raise BenchError(f"funding cards {lo}..{hi} returned {row}")

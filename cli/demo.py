@@ -27,17 +27,17 @@ Say = Callable[[str], None]
 def ledger_tour(c: Client, url: str, run: str, say: Say, terminals: int = 8) -> None:
     """Accounts, transfers, a two-leg operation, holds, and concurrent payers into one bar account."""
     say("== ledger core")
-    world = c.open_account("EUR", "system", name=f"funding {run}")
+    world = c.open_system_account("EUR", "system", name=f"funding {run}")
     bar = c.open_account("EUR", "revenue", name=f"bar revenue {run}")
     fees = c.open_account("EUR", "fees", name=f"platform fees {run}")
     alice = c.open_account("EUR", "card", name=f"alice {run}")
     bob = c.open_account("EUR", "card", name=f"bob {run}")
 
     say("-- fund two cards (replaying the first call changes nothing)")
-    c.transfer(world.id, alice.id, 5000, f"{run}-fund-alice")
-    replay = c.transfer(world.id, alice.id, 5000, f"{run}-fund-alice")
+    c.fund_account(world.id, alice.id, 5000, f"{run}-fund-alice")
+    replay = c.fund_account(world.id, alice.id, 5000, f"{run}-fund-alice")
     say(f"   replayed={replay.replayed}, same transfer {replay.transfer_ids[0]}")
-    c.transfer(world.id, bob.id, 2000, f"{run}-fund-bob")
+    c.fund_account(world.id, bob.id, 2000, f"{run}-fund-bob")
 
     say("-- a purchase with a platform fee: two legs, one operation")
     op = c.post_operation([{"debit_account_id": alice.id, "credit_account_id": bar.id, "amount": 900},

@@ -137,13 +137,13 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     switched off and on, a rate limit hit."""
     say("== investments: durable jobs, dividends, feature flags, rate limits")
     actor = f"demo-{run}"
-    world = c.open_account("EUR", "system", name=f"investment funding {run}").id
+    world = c.open_system_account("EUR", "system", name=f"investment funding {run}").id
     product = c.create_investment_product(f"Demo fund {run}", "EUR", actor, f"{run}-product")
     say("   " + describe_product(product, 2))
     investors = []
     for i, (funds, amount) in enumerate(((50_000, 10_000), (50_000, 25_000), (50_000, 40_000), (1_000, 5_000))):
         wallet = c.open_account("EUR", "user_wallet", name=f"investor {i} {run}").id
-        c.transfer(world, wallet, funds, f"{run}-fund-{i}")
+        c.fund_account(world, wallet, funds, f"{run}-fund-{i}")
         investment = c.create_investment(wallet, product.product_id, amount, f"{run}-invest-{i}")
         ticket: JobTicket = c.execute_investment(investment.investment_id, f"{run}-execute-{i}")
         investors.append((wallet, investment.investment_id))
@@ -152,7 +152,7 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     JobWorker(url, poll_interval=0.05).run(once=True)
     for _, investment_id in investors:
         say("   " + describe_investment(c.get_investment(investment_id), 2))
-    c.transfer(world, product.dividend_account_id, 1000_01, f"{run}-fund-dividends")
+    c.fund_account(world, product.dividend_account_id, 1000_01, f"{run}-fund-dividends")
     ticket = c.distribute_dividend(product.product_id, 1000_01, f"{run}-dividend", actor)
     say(f"-- {ticket.message}: 1,000.01 pro rata to 100.00 / 250.00 / 400.00")
     JobWorker(url, poll_interval=0.05).run(once=True)

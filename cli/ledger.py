@@ -52,15 +52,25 @@ def account() -> None:
 @click.argument("currency")
 @click.argument("kind", type=click.Choice(ACCOUNT_KINDS))
 @click.option("--name", default=None)
-@click.option("--allow-negative/--no-allow-negative", default=None, help="Default: yes for clearing and system.")
+@click.option("--allow-negative/--no-allow-negative", default=None,
+              help="Default: yes for clearing and system. Such accounts are an admin's to open.")
+@click.option("--owner", default=None, help="The end user it belongs to (user_* calls debit it only for them).")
 @click.option("--collector/--no-collector", default=None, help="Default: yes for revenue, fees and clearing.")
 @json_option
 @pass_app
 def account_open(app: AppContext, currency: str, kind: str, name: str | None, allow_negative: bool | None,
-                 collector: bool | None, as_json: bool) -> None:
-    """Open an account of KIND in CURRENCY (EUR, USD, GBP, TOKEN, ...)."""
-    opened = app.client.open_account(currency.upper(), kind, name=name, allow_negative=allow_negative,
-                                     collector=collector)
+                 owner: str | None, collector: bool | None, as_json: bool) -> None:
+    """Open an account of KIND in CURRENCY (EUR, USD, GBP, TOKEN, ...).
+
+    One that may go negative (system, clearing, or --allow-negative) is opened with the admin tier's
+    open_system_account; any other with open_account."""
+    if allow_negative or kind in ("system", "clearing"):
+        if owner is not None:
+            raise click.UsageError("--owner is for ordinary accounts: one that may go negative has no owner")
+        opened = app.client.open_system_account(currency.upper(), kind, name=name, allow_negative=allow_negative,
+                                                collector=collector)
+    else:
+        opened = app.client.open_account(currency.upper(), kind, name=name, collector=collector, owner=owner)
     emit(opened, as_json, "opened " + describe(opened))
 
 

@@ -124,6 +124,22 @@ def check(app: AppContext, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command("roles")
+@pass_app
+def roles(app: AppContext) -> None:
+    """Print the privilege matrix: which role tier may call which public function (as in the README)."""
+    import psycopg
+
+    from pyapp.client import error_from_psycopg
+    from pyapp.roles import privilege_matrix
+
+    try:
+        with psycopg.connect(app.url, autocommit=True) as conn:
+            click.echo(privilege_matrix(conn))
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from exc
+
+
 def _register() -> None:
     from cli import cashless, demo, flags, invest, jobs, ledger, payouts, queue
 

@@ -253,10 +253,10 @@ def demo_challenge(c: Client, url: str, run: str, say: Say, winners: int = 10_00
     import psycopg
 
     say(f"== batched payouts: a challenge with {winners:,} winners")
-    world = c.open_account("EUR", "system", name=f"challenge funding {run}")
+    world = c.open_system_account("EUR", "system", name=f"challenge funding {run}")
     pool = c.open_account("EUR", "pool", name=f"prize pool {run}")
     fees = c.open_account("EUR", "fees", name=f"challenge fees {run}")
-    c.transfer(world.id, pool.id, 50_000_00, f"{run}-fund-pool")
+    c.fund_account(world.id, pool.id, 50_000_00, f"{run}-fund-pool")
     with psycopg.connect(url, autocommit=True) as conn:  # one statement opens every winner's wallet
         ids = [int(r[0]) for r in conn.execute(
             "select (pgwallet.open_account('EUR', 'user_wallet', %s)->>'id')::bigint "

@@ -246,14 +246,14 @@ def demo_live_show(c: Client, url: str, run: str, say: Say) -> None:
     from pyapp.errors import AlreadyProcessing
 
     say("== live show (queue with escrow, tip grid)")
-    mint = c.open_account("TOKEN", "system", name=f"token mint {run}").id
+    mint = c.open_system_account("TOKEN", "system", name=f"token mint {run}").id
     fees = c.open_account("TOKEN", "fees", name=f"platform fees {run}").id
     luna = c.open_account("TOKEN", "performer", name=f"luna {run}").id
     max_ = c.open_account("TOKEN", "performer", name=f"max {run}").id
-    users = {name: c.open_account("TOKEN", "user_wallet", name=f"{name} {run}").id
+    users = {name: c.open_account("TOKEN", "user_wallet", name=f"{name} {run}", owner=f"{name}-{run}").id
              for name in ("alice", "bob", "carol", "dave")}
     for name, user in users.items():
-        c.transfer(mint, user, 1000, f"{run}-tokens-{name}")
+        c.fund_account(mint, user, 1000, f"{run}-tokens-{name}")
     c.configure_performer_queue(luna, fees, fee_bps=2000)
     c.configure_performer_queue(max_, fees, fee_bps=2000, grace_percent=100)
     say(f"-- luna's and max's queues: 20 % platform fee to account {fees}; four users with 1000 tokens each")
@@ -267,15 +267,16 @@ def demo_live_show(c: Client, url: str, run: str, say: Say) -> None:
 
         say("-- alice buys a flash, IMMEDIATE: paid to luna at once")
         bought = c.purchase_tip_grid_item(users["alice"], luna, flash.tip_menu_item_id,
-                                          idempotency_key=f"{run}-alice-flash")
+                                          idempotency_key=f"{run}-alice-flash", acting_user=f"alice-{run}")
         say(f"   purchase {bought.purchased_item_id} {bought.status} ({bought.price} tokens)")
         say("-- bob and carol buy QUEUED items, alice adds a chip-menu request: they wait in escrow")
         bob = c.purchase_tip_grid_item(users["bob"], luna, song.tip_menu_item_id, "QUEUED",
-                                       idempotency_key=f"{run}-bob-song")
+                                       idempotency_key=f"{run}-bob-song", acting_user=f"bob-{run}")
         carol = c.purchase_tip_grid_item(users["carol"], luna, dance.tip_menu_item_id, "QUEUED",
-                                         idempotency_key=f"{run}-carol-dance")
+                                         idempotency_key=f"{run}-carol-dance", acting_user=f"carol-{run}")
         chip = c.create_queue_item(luna, users["alice"], 75, "say my name", f"{run}-alice-chip",
-                                   source_feature="chip_menu", expected_duration_seconds=20)
+                                   source_feature="chip_menu", expected_duration_seconds=20,
+                                   acting_user=f"alice-{run}")
         for p in (bob, carol):
             say(f"   purchase {p.purchased_item_id} {p.status}: item {p.queue_item_id}, position {p.position}")
         say(f"   chip item {chip.item_id}: position {chip.position} of {chip.total_in_queue}, "
@@ -301,7 +302,7 @@ def demo_live_show(c: Client, url: str, run: str, say: Say) -> None:
 
     say("-- max starts dave's 1-second request and overruns it; the sweep refunds it")
     stale = c.create_queue_item(max_, users["dave"], 300, "one-second trick", f"{run}-dave",
-                                expected_duration_seconds=1)
+                                expected_duration_seconds=1, acting_user=f"dave-{run}")
     c.start_item(stale.item_id, f"{run}-start-dave")
     time.sleep(1.2)
     swept = c.expire_stale_queue_items()

@@ -201,6 +201,13 @@ class DividendNotFound(NotFound):
     code, sqlstate, default_message = "DIVIDEND_NOT_FOUND", "W0045", "Dividend not found"
 
 
+class Forbidden(RequestRejected):
+    """The caller may not do this: the account is not the acting user's, or the login's tier lacks the
+    privilege (PostgreSQL's 42501, whose message names the function or table, comes here too)."""
+
+    code, sqlstate, http_status, default_message = "FORBIDDEN", "W0046", 403, "The caller may not do this"
+
+
 # Each domain adds its catalogued errors above this line, one subclass per row of pgwallet.error_catalogue
 # (SQLSTATE ranges: ledger W0001-W0011, cashless W0012-W0019, queue W0020-W0029, payouts W0030-W0039,
 # investments and jobs W0040-W0049).
@@ -234,6 +241,9 @@ def from_sqlstate(sqlstate: str | None, message: str | None = None, *, detail: s
         return cls(cls.default_message, detail=detail, hint=hint, field=field)
     if sqlstate in _RETRYABLE_SQLSTATES:
         return SerializationFailure(detail=message)
+    if sqlstate == "42501":  # insufficient_privilege: the login's tier does not include this call
+        return Forbidden(detail=f"{message}: this login's role tier may not make this call (see the README's "
+                                "role matrix)")
     if sqlstate is None or sqlstate.startswith(("08", "57P", "53")):
         return DatabaseError(detail=message)
     return ServerError(detail=f"{sqlstate}: {message}")

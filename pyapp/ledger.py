@@ -22,6 +22,7 @@ from pyapp.procedures import (
     NAME,
     OBJECT,
     SECONDS,
+    USER,
     one_of,
     procedure,
 )
@@ -29,23 +30,39 @@ from pyapp.results import Account, HistoryEntry, Hold, InvariantViolation, Opera
 
 ACCOUNT_KINDS = ("card", "user_wallet", "performer", "merchant", "revenue", "fees", "clearing",
                  "cash_drawer", "escrow", "pool", "system")
+ORDINARY_KINDS = tuple(k for k in ACCOUNT_KINDS if k not in ("system", "clearing"))
 ACCOUNT_STATUSES = ("active", "frozen", "closed")
 
 AccountId = Annotated[int, ID]
 Amount = Annotated[int, AMOUNT]
 IdempotencyKey = Annotated[str, KEY]
 Metadata = Annotated[Mapping[str, Any] | None, OBJECT]
+ActingUser = Annotated[str, USER]
 
 
 @procedure("pgwallet.open_account", decode=Account.from_mapping)
 def open_account(currency: Annotated[str, CURRENCY],
-                 kind: Annotated[str, one_of(*ACCOUNT_KINDS)],
+                 kind: Annotated[str, one_of(*ORDINARY_KINDS)],
                  name: Annotated[str | None, NAME] = None,
-                 allow_negative: Annotated[bool | None, FLAG] = None,
                  collector: Annotated[bool | None, FLAG] = None,
-                 metadata: Metadata = None) -> Account:
-    """Open an account. Revenue, fees and clearing accounts are collectors by default (no hot row);
-    clearing and system accounts may go negative by default (money enters the ledger through them)."""
+                 metadata: Metadata = None,
+                 owner: Annotated[str | None, USER] = None) -> Account:
+    """Open an ordinary account, for end user ``owner`` when given (the ``user_*`` calls debit it only for
+    that user). It never goes negative: money enters the ledger only through system and clearing accounts,
+    which an admin opens (:func:`open_system_account`)."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.open_system_account", decode=Account.from_mapping)
+def open_system_account(currency: Annotated[str, CURRENCY],
+                        kind: Annotated[str, one_of(*ACCOUNT_KINDS)],
+                        name: Annotated[str | None, NAME] = None,
+                        allow_negative: Annotated[bool | None, FLAG] = None,
+                        collector: Annotated[bool | None, FLAG] = None,
+                        metadata: Metadata = None) -> Account:
+    """Open any account, one that may go negative included (admin tier): where money enters the ledger.
+    Revenue, fees and clearing accounts are collectors by default; clearing and system accounts may go
+    negative by default."""
     raise NotImplementedError
 
 
@@ -58,14 +75,31 @@ def set_account_status(account_id: AccountId, status: Annotated[str, one_of(*ACC
 @procedure("pgwallet.transfer")
 def transfer(debit_account_id: AccountId, credit_account_id: AccountId, amount: Amount,
              idempotency_key: IdempotencyKey, metadata: Metadata = None) -> Transfer:
-    """Move ``amount`` between two accounts of one currency, once per idempotency key."""
+    """Move ``amount`` between two accounts of one currency, once per idempotency key (staff tier; never out
+    of an account that may go negative: that is :func:`fund_account`)."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.user_transfer")
+def user_transfer(acting_user: ActingUser, debit_account_id: AccountId, credit_account_id: AccountId,
+                  amount: Amount, idempotency_key: IdempotencyKey, metadata: Metadata = None) -> Transfer:
+    """End user ``acting_user`` moves ``amount`` out of an account of theirs (``FORBIDDEN`` otherwise)."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.fund_account")
+def fund_account(source_account_id: AccountId, account_id: AccountId, amount: Amount,
+                 idempotency_key: IdempotencyKey, metadata: Metadata = None) -> Transfer:
+    """Move ``amount`` into an account out of any account, one that may go negative included (admin tier):
+    how money enters the ledger."""
     raise NotImplementedError
 
 
 @procedure("pgwallet.post_operation")
 def post_operation(legs: Annotated[Sequence[Mapping[str, int]], LEGS], idempotency_key: IdempotencyKey,
                    kind: Annotated[str | None, IDENTIFIER] = None, metadata: Metadata = None) -> Operation:
-    """Post several legs ``{debit_account_id, credit_account_id, amount}`` as one operation, all or none."""
+    """Post several legs ``{debit_account_id, credit_account_id, amount}`` as one operation, all or none
+    (staff tier; its kind may not be one the domains write)."""
     raise NotImplementedError
 
 
@@ -73,7 +107,15 @@ def post_operation(legs: Annotated[Sequence[Mapping[str, int]], LEGS], idempoten
 def place_hold(account_id: AccountId, credit_account_id: AccountId, amount: Amount,
                idempotency_key: IdempotencyKey, timeout_seconds: Annotated[int | None, SECONDS] = None,
                metadata: Metadata = None) -> Hold:
-    """Reserve ``amount`` on an account for a later capture to ``credit_account_id`` (escrow)."""
+    """Reserve ``amount`` on an account for a later capture to ``credit_account_id`` (escrow; staff tier)."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.user_place_hold")
+def user_place_hold(acting_user: ActingUser, account_id: AccountId, credit_account_id: AccountId, amount: Amount,
+                    idempotency_key: IdempotencyKey, timeout_seconds: Annotated[int | None, SECONDS] = None,
+                    metadata: Metadata = None) -> Hold:
+    """:func:`place_hold` on an account of end user ``acting_user``."""
     raise NotImplementedError
 
 
@@ -84,9 +126,22 @@ def capture_hold(hold_id: Annotated[int, ID], idempotency_key: IdempotencyKey,
     raise NotImplementedError
 
 
+@procedure("pgwallet.user_capture_hold")
+def user_capture_hold(acting_user: ActingUser, hold_id: Annotated[int, ID], idempotency_key: IdempotencyKey,
+                      amount: Annotated[int | None, AMOUNT] = None) -> Hold:
+    """:func:`capture_hold` by end user ``acting_user``, the hold's payer or payee."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.void_hold")
 def void_hold(hold_id: Annotated[int, ID], idempotency_key: IdempotencyKey) -> Hold:
     """Cancel an open hold: its amount becomes available again."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.user_void_hold")
+def user_void_hold(acting_user: ActingUser, hold_id: Annotated[int, ID], idempotency_key: IdempotencyKey) -> Hold:
+    """:func:`void_hold` by end user ``acting_user``, the hold's payer or payee."""
     raise NotImplementedError
 
 
@@ -131,12 +186,18 @@ class LedgerProcedures:
     """The ledger core's procedures, as methods of both clients (see ``pyapp.api``)."""
 
     open_account = open_account
+    open_system_account = open_system_account
     set_account_status = set_account_status
     transfer = transfer
+    user_transfer = user_transfer
+    fund_account = fund_account
     post_operation = post_operation
     place_hold = place_hold
+    user_place_hold = user_place_hold
     capture_hold = capture_hold
+    user_capture_hold = user_capture_hold
     void_hold = void_hold
+    user_void_hold = user_void_hold
     expire_holds = expire_holds
     get_account = get_account
     get_hold = get_hold

@@ -143,6 +143,8 @@ FLAG = Rule("boolean", _boolean)
 OBJECT = Rule("jsonb", _json_object)
 LEGS = Rule("jsonb", _legs)
 IDENTIFIER = Rule("text", _text(1, 63))
+#: An end user's id in the calling application: who acts (``acting_user``) or owns an account (``owner``).
+USER = Rule("text", _text(1, 200))
 
 
 def one_of(*choices: str) -> Rule:

@@ -24,6 +24,7 @@ from pyapp.procedures import (
     NAME,
     OBJECT,
     SECONDS,
+    USER,
     Rule,
     _text,
     _whole,
@@ -221,9 +222,11 @@ def create_queue_item(performer_id: AccountId, user_id: AccountId, tokens: Annot
                       source_event_id: Annotated[str | None, EVENT_ID] = None,
                       description: Annotated[str | None, DESCRIPTION] = None,
                       expected_duration_seconds: Annotated[int | None, SECONDS] = None,
-                      metadata: Annotated[Mapping[str, Any] | None, OBJECT] = None) -> QueueItem:
+                      metadata: Annotated[Mapping[str, Any] | None, OBJECT] = None, *,
+                      acting_user: Annotated[str, USER]) -> QueueItem:
     """Hold ``tokens`` on the user's wallet and queue the request (mode ON, the default; QUEUE_FULL past the
-    performer's limit), or let it start, finish and settle at once (mode OFF, pass-through)."""
+    performer's limit), or let it start, finish and settle at once (mode OFF, pass-through). The wallet must
+    belong to ``acting_user`` (``FORBIDDEN``)."""
     raise NotImplementedError
 
 
@@ -318,8 +321,9 @@ def get_tip_menu(performer_id: AccountId) -> list[TipMenuItem]:
 @procedure("pgwallet.purchase_tip_grid_item")
 def purchase_tip_grid_item(user_id: AccountId, performer_id: AccountId, tip_menu_item_id: Annotated[int, ID],
                            execution_mode: Annotated[str | None, one_of(*EXECUTION_MODES)] = None, *,
-                           idempotency_key: IdempotencyKey) -> PurchasedItem:
-    """Buy a tip-grid item: IMMEDIATE (default) pays the performer at once; QUEUED waits in the queue."""
+                           idempotency_key: IdempotencyKey, acting_user: Annotated[str, USER]) -> PurchasedItem:
+    """Buy a tip-grid item: IMMEDIATE (default) pays the performer at once; QUEUED waits in the queue. The
+    wallet must belong to ``acting_user`` (``FORBIDDEN``)."""
     raise NotImplementedError
 
 

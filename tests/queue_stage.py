@@ -12,7 +12,7 @@ from pyapp import Client
 class Stage:
     def __init__(self, client: Client) -> None:
         self.client = client
-        self.mint = client.open_account("TOKEN", "system", name="mint").id
+        self.mint = client.open_system_account("TOKEN", "system", name="mint").id
         self.fees = client.open_account("TOKEN", "fees", name="platform fees").id
         self._keys = itertools.count()
 
@@ -25,9 +25,9 @@ class Stage:
         return performer
 
     def user(self, tokens: int = 1000) -> int:
-        user = self.client.open_account("TOKEN", "user_wallet").id
+        user = self.client.open_account("TOKEN", "user_wallet", owner=self.key("user")).id
         if tokens:
-            self.client.transfer(self.mint, user, tokens, self.key("fund"))
+            self.client.fund_account(self.mint, user, tokens, self.key("fund"))
         return user
 
     def balance(self, account_id: int) -> int:

@@ -5,18 +5,125 @@
 -- collector slots by ascending account id. Collector slots are taken with SKIP LOCKED, so a payer into
 -- a shared revenue or fee account never waits for another payer.
 
--- open_account: opens an account. A collector account (default for revenue, fees and clearing) keeps
--- its balance in slots. Locks nothing. Raises: INVALID_REQUEST.
-create or replace function pgwallet.open_account(
+-- Who may call what (the tiers of migration 0009; the README's matrix is generated from the grants):
+-- public calls check their caller's rights here, domain procedures call the internal functions below,
+-- which no caller tier may execute.
+--   app      the user_* calls (an end user's own accounts), open_account, reads
+--   staff    transfer, post_operation, place_hold, capture_hold, void_hold (any account, never one that
+--            may go negative), account status, sweeps
+--   admin    open_system_account, fund_account (the only public calls that debit an account that may go
+--            negative: where money enters the ledger)
+
+-- Signatures replaced by 0009's trust boundary.
+drop function if exists pgwallet.open_account(text, text, text, boolean, boolean, jsonb);
+drop function if exists pgwallet.post_legs(bigint, text, bigint[], bigint[], bigint[], jsonb, bigint, bigint);
+drop function if exists pgwallet.post_single_leg(bigint, text, bigint, bigint, bigint, jsonb);
+drop function if exists pgwallet.capture_hold_split(bigint, bigint, bigint, text, jsonb);
+drop function if exists pgwallet.lock_open_hold(bigint, text);
+
+-- reserved_metadata_keys: the metadata keys pgwallet's domains write on transfers and holds and read
+-- back; a public call may not set them. Locks nothing.
+create or replace function pgwallet.reserved_metadata_keys()
+returns text[]
+language sql
+immutable
+set search_path = pgwallet, pg_temp
+as $$
+    select array['queue_item_id', 'source_feature', 'card_id', 'point_of_sale', 'client_request_id',
+                 'stripe_session_id', 'order_id', 'staff_id', 'checkpoint_id', 'payment_method', 'counted_amount',
+                 'old_card_id', 'new_card_id', 'payout_method', 'payout_job_id', 'challenge_id', 'investment_id',
+                 'dividend_id', 'product_id', 'job_id', 'nfc_uid', 'acting_user']
+$$;
+
+-- domain_transfer_kinds: the transfer kinds pgwallet's own procedures write, which the invariants and
+-- the domains rely on; a public post_operation may not use them. Locks nothing.
+create or replace function pgwallet.domain_transfer_kinds()
+returns text[]
+language sql
+immutable
+set search_path = pgwallet, pg_temp
+as $$
+    select array['transfer', 'user_transfer', 'funding', 'hold_capture', 'bar_order', 'bar_refund',
+                 'stripe_recharge', 'checkpoint_recharge', 'drawer_close', 'card_replacement', 'card_cash_out',
+                 'queue_item', 'payout', 'payout_fee', 'investment', 'dividend']
+$$;
+
+-- check_metadata: INVALID_REQUEST naming p_field unless p_metadata is a JSON object of at most 8 kB
+-- with no reserved key (reserved_metadata_keys). For public entry points. Locks nothing.
+create or replace function pgwallet.check_metadata(p_metadata jsonb, p_field text default 'metadata')
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    if jsonb_typeof(p_metadata) is distinct from 'object' or pg_catalog.pg_column_size(p_metadata) > 8192 then
+        perform pgwallet.raise_error('INVALID_REQUEST', p_field || ': must be a JSON object of at most 8 kB', p_field);
+    elsif p_metadata ?| pgwallet.reserved_metadata_keys() then
+        perform pgwallet.raise_error('INVALID_REQUEST',
+            p_field || ': may not set the keys pgwallet''s domains write: ' ||
+            array_to_string(array(select k from jsonb_object_keys(p_metadata) k
+                                  where k = any (pgwallet.reserved_metadata_keys()) order by k), ', '), p_field);
+    end if;
+end
+$$;
+
+-- check_movement: INVALID_REQUEST naming p_field unless p_amount is positive and at most the setting
+-- movement_max. For public entry points. Locks nothing.
+create or replace function pgwallet.check_movement(p_amount bigint, p_field text default 'amount')
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_max bigint := coalesce(pgwallet.setting('movement_max'), '9223372036854775807')::bigint;
+begin
+    if (p_amount between 1 and v_max) is not true then
+        perform pgwallet.raise_error('INVALID_REQUEST',
+            pg_catalog.format('%s: must be a positive whole number of minor units, at most %s (movement_max)',
+                              p_field, v_max), p_field);
+    end if;
+end
+$$;
+
+-- require_owner: raises unless account p_account_id belongs to end user p_acting_user: INVALID_REQUEST for
+-- a missing or malformed acting user, ACCOUNT_NOT_FOUND, FORBIDDEN (naming p_field). An account's owner
+-- never changes, so nothing is locked.
+create or replace function pgwallet.require_owner(p_account_id bigint, p_acting_user text, p_field text)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_owner text;
+begin
+    if (length(p_acting_user) between 1 and 200) is not true then
+        perform pgwallet.raise_error('INVALID_REQUEST', 'acting_user: is required (1 to 200 characters)',
+                                     'acting_user');
+    end if;
+    select a.owner into v_owner from pgwallet.accounts a where a.id = p_account_id;
+    if not found then
+        perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_account_id), p_field);
+    end if;
+    if v_owner is distinct from p_acting_user then
+        perform pgwallet.raise_error('FORBIDDEN',
+            pg_catalog.format('account %s does not belong to user %s', p_account_id, p_acting_user), p_field);
+    end if;
+end
+$$;
+
+-- create_account: opens an account of any kind; the body of open_account and open_system_account, and
+-- how domains open their own accounts. A collector account (default for revenue, fees and clearing) keeps
+-- its balance in slots. Internal. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.create_account(
     p_currency       text,
     p_kind           text,
     p_name           text default null,
     p_allow_negative boolean default null,
     p_collector      boolean default null,
-    p_metadata       jsonb default '{}')
+    p_metadata       jsonb default '{}',
+    p_owner          text default null)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 as $$
 declare
@@ -35,15 +142,63 @@ begin
     perform pgwallet.check_request(p_name is null or length(p_name) between 1 and 200, 'name',
                                    'must be 1 to 200 characters');
     perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
-    insert into pgwallet.accounts (currency, kind, name, allow_negative, collector, slot_count, metadata)
+    perform pgwallet.check_request(p_owner is null or length(p_owner) between 1 and 200, 'owner',
+                                   'must be 1 to 200 characters');
+    insert into pgwallet.accounts (currency, kind, name, allow_negative, collector, slot_count, metadata, owner)
     values (p_currency, p_kind, p_name, coalesce(p_allow_negative, p_kind in ('clearing', 'system')),
-            v_collector, v_slots, p_metadata)
+            v_collector, v_slots, p_metadata, p_owner)
     returning id into v_id;
     if v_collector then
         insert into pgwallet.account_slots (account_id, slot)
         select v_id, s from generate_series(0, v_slots - 1) s;
     end if;
-    return (select to_jsonb(b) from pgwallet.account_balances b where b.id = v_id);
+    return (select to_jsonb(b) || jsonb_build_object('owner', p_owner) from pgwallet.account_balances b
+            where b.id = v_id);
+end
+$$;
+
+-- open_account: opens an ordinary account, for end user p_owner when given (the user_* calls then debit it
+-- only for that user). Never one that may go negative, nor of kind system or clearing: money enters the
+-- ledger only through those, and opening them is an admin act (open_system_account). Locks nothing.
+-- Raises: INVALID_REQUEST.
+create or replace function pgwallet.open_account(
+    p_currency  text,
+    p_kind      text,
+    p_name      text default null,
+    p_collector boolean default null,
+    p_metadata  jsonb default '{}',
+    p_owner     text default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_kind is null or p_kind not in ('system', 'clearing'), 'kind',
+                                   'system and clearing accounts are opened by an admin (open_system_account)');
+    perform pgwallet.check_metadata(coalesce(p_metadata, '{}'));
+    return pgwallet.create_account(p_currency, p_kind, p_name, false, p_collector, p_metadata, p_owner);
+end
+$$;
+
+-- open_system_account: opens an account of any kind, which may go negative (p_allow_negative; by default
+-- clearing and system accounts do): where money enters the ledger. Admin. Locks nothing.
+-- Raises: INVALID_REQUEST.
+create or replace function pgwallet.open_system_account(
+    p_currency       text,
+    p_kind           text,
+    p_name           text default null,
+    p_allow_negative boolean default null,
+    p_collector      boolean default null,
+    p_metadata       jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_metadata(coalesce(p_metadata, '{}'));
+    return pgwallet.create_account(p_currency, p_kind, p_name, p_allow_negative, p_collector, p_metadata);
 end
 $$;
 
@@ -173,6 +328,7 @@ $$;
 -- INVALID_REQUEST (bigint range), INSUFFICIENT_FUNDS.
 create or replace function pgwallet.post_single_leg(p_operation_id bigint, p_kind text, p_debit bigint,
                                                     p_credit bigint, p_amount bigint, p_metadata jsonb,
+                                                    p_may_fund boolean,
                                                     out transfer_id bigint, out currency text)
 language plpgsql
 set search_path = pgwallet, pg_temp
@@ -189,6 +345,7 @@ begin
            d.debit_refusal, c.id is not null as c_found, c.currency as c_currency, c.status as c_status,
            c.collector as c_collector, c.balance as c_balance, c.version as c_version,
            coalesce(d.collector and (c.collector or not d.allow_negative), false) as general,
+           d.allow_negative and not p_may_fund as funding,
            coalesce(s.account_id, case when d.collector then d.id when c.collector then c.id end) as slot_account,
            case when d.collector then d.slot_count else c.slot_count end as slot_count,
            s.slot, s.balance as slot_balance, s.version as slot_version
@@ -220,6 +377,10 @@ begin
         perform pgwallet.raise_error('CURRENCY_MISMATCH',
             pg_catalog.format('account %s holds %s, account %s holds %s', p_debit, r.currency, p_credit, r.c_currency),
             'credit_account_id');
+    elsif r.funding then
+        perform pgwallet.raise_error('FORBIDDEN', pg_catalog.format(
+            'account %s may go negative: only an admin moves money out of it (fund_account)', p_debit),
+            'debit_account_id');
     end if;
     if r.slot_account is not null then
         if r.slot is null then  -- every slot from the random one on was busy
@@ -232,7 +393,11 @@ begin
             r.c_balance := r.slot_balance;  r.c_version := r.slot_version;
         end if;
     end if;
-    if r.d_balance < p_amount - 9223372036854775807 or r.c_balance > 9223372036854775807 - p_amount then
+    -- a collector's slots share the bigint range, so that the sum of its slots never overflows
+    if r.d_balance < p_amount - (case when r.d_collector then 9223372036854775807 / r.slot_count
+                                      else 9223372036854775807 end)
+       or r.c_balance > (case when r.c_collector then 9223372036854775807 / r.slot_count
+                              else 9223372036854775807 end) - p_amount then
         perform pgwallet.raise_error('INVALID_REQUEST', 'amount: would take a balance beyond the bigint range of minor units',
                                      'amount');
     elsif not r.d_negative and r.d_balance - r.d_held < p_amount then
@@ -282,6 +447,7 @@ create or replace function pgwallet.post_legs(
     p_metadata       jsonb default '{}',
     p_hold_id        bigint default null,
     p_held_release   bigint default 0,
+    p_may_fund       boolean default true,
     out transfer_ids bigint[],
     out currencies   text[])
 language plpgsql
@@ -301,6 +467,7 @@ declare
     c_held     bigint[] := '{}';
     c_version  bigint[] := '{}';
     c_refusal  text[] := '{}';        -- the error an account's debits are refused with, if any
+    c_cap      bigint[] := '{}';      -- the largest balance (and minus the smallest) a cell may reach
     c_net      bigint[];
     c_release  bigint[];
     e_transfer bigint[] := '{}';
@@ -344,7 +511,7 @@ begin
     end loop;
     if n = 1 and p_hold_id is null and coalesce(p_held_release, 0) = 0 then
         v_single := pgwallet.post_single_leg(p_operation_id, p_kind, p_debits[1], p_credits[1], p_amounts[1],
-                                             p_metadata);
+                                             p_metadata, p_may_fund);
         if v_single.transfer_id is not null then
             transfer_ids := array[v_single.transfer_id];
             currencies := array[v_single.currency];
@@ -363,6 +530,7 @@ begin
         c_negative := c_negative || a.allow_negative;  c_slot := c_slot || null::smallint;
         c_balance := c_balance || a.balance;  c_total := c_total || a.balance;  c_held := c_held || a.held;
         c_version := c_version || a.version;  c_refusal := c_refusal || a.debit_refusal;
+        c_cap := c_cap || 9223372036854775807;
     end loop;
     v_ordinary := coalesce(array_length(c_id, 1), 0);
 
@@ -408,6 +576,7 @@ begin
             c_id := c_id || a.id;  c_currency := c_currency || a.currency;  c_status := c_status || a.status;
             c_negative := c_negative || a.allow_negative;  c_held := c_held || 0::bigint;
             c_refusal := c_refusal || a.debit_refusal;
+            c_cap := c_cap || 9223372036854775807 / a.slot_count;
             c_slot := c_slot || v_slot.slot;  c_balance := c_balance || v_slot.balance;
             c_version := c_version || v_slot.version;
         end loop;
@@ -441,11 +610,16 @@ begin
                 pg_catalog.format('account %s holds %s, account %s holds %s',
                                   c_id[d], c_currency[d], c_id[c], c_currency[c]), 'credit_account_id');
         end if;
+        if c_negative[d] and not p_may_fund then
+            perform pgwallet.raise_error('FORBIDDEN', pg_catalog.format(
+                'account %s may go negative: only an admin moves money out of it (fund_account)', c_id[d]),
+                'debit_account_id');
+        end if;
         currencies := currencies || c_currency[d];
         if i = 1 and p_held_release > 0 then
             c_release[d] := p_held_release;
         end if;
-        if c_balance[d] < p_amounts[i] - 9223372036854775807 or c_balance[c] > 9223372036854775807 - p_amounts[i] then
+        if c_balance[d] < p_amounts[i] - c_cap[d] or c_balance[c] > c_cap[c] - p_amounts[i] then
             perform pgwallet.raise_error('INVALID_REQUEST',
                 'amount: would take a balance beyond the bigint range of minor units', 'amount');
         end if;
@@ -501,18 +675,22 @@ begin
 end
 $$;
 
--- transfer: moves p_amount minor units from one account to another, once per idempotency key.
--- Locks: see post_legs. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
--- CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
-create or replace function pgwallet.transfer(
+-- transfer_request: the body of transfer, user_transfer and fund_account (p_scope and p_kind name which):
+-- moves p_amount from one account to another, once per idempotency key. With p_may_fund false a debit of
+-- an account that may go negative is FORBIDDEN. Internal. Locks: see post_legs. Raises: INVALID_REQUEST,
+-- ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, the debit account's refusal, CURRENCY_MISMATCH,
+-- INSUFFICIENT_FUNDS, FORBIDDEN, DUPLICATE_REQUEST.
+create or replace function pgwallet.transfer_request(
+    p_scope             text,
+    p_kind              text,
     p_debit_account_id  bigint,
     p_credit_account_id bigint,
     p_amount            bigint,
     p_idempotency_key   text,
-    p_metadata          jsonb default '{}')
+    p_metadata          jsonb,
+    p_may_fund          boolean)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -523,28 +701,86 @@ declare
     v_posted   record;
 begin
     p_metadata := coalesce(p_metadata, '{}');
-    if jsonb_typeof(p_metadata) <> 'object' then
-        perform pgwallet.raise_error('INVALID_REQUEST', 'metadata: must be a JSON object', 'metadata');
-    end if;
+    perform pgwallet.check_metadata(p_metadata);
+    perform pgwallet.check_movement(p_amount);
     v_request := jsonb_build_object('debit_account_id', p_debit_account_id, 'credit_account_id',
                                     p_credit_account_id, 'amount', p_amount, 'metadata', p_metadata);
-    v_response := pgwallet.claim_idempotency_key('transfer', p_idempotency_key, v_request);
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
     v_op := nextval('pgwallet.operation_id_seq');
-    v_posted := pgwallet.post_legs(v_op, 'transfer', array[p_debit_account_id], array[p_credit_account_id],
-                                   array[p_amount], p_metadata);
+    v_posted := pgwallet.post_legs(v_op, p_kind, array[p_debit_account_id], array[p_credit_account_id],
+                                   array[p_amount], p_metadata, null, 0, p_may_fund);
     v_response := jsonb_build_object(
         'operation_id', v_op, 'transfer_ids', to_jsonb(v_posted.transfer_ids), 'debit_account_id',
         p_debit_account_id, 'credit_account_id', p_credit_account_id, 'amount', p_amount,
         'currency', v_posted.currencies[1], 'created_at', now(), 'replayed', false);
-    return pgwallet.complete_idempotency_key('transfer', p_idempotency_key, v_request, v_response);
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, v_response);
 end
 $$;
 
+-- transfer: moves p_amount minor units from one account to another, once per idempotency key; never out
+-- of an account that may go negative (that is fund_account). Staff. Locks: see post_legs.
+-- Raises: as transfer_request.
+create or replace function pgwallet.transfer(
+    p_debit_account_id  bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.transfer_request('transfer', 'transfer', p_debit_account_id, p_credit_account_id, p_amount,
+                                     p_idempotency_key, p_metadata, false)
+$$;
+
+-- user_transfer: end user p_acting_user moves p_amount from an account of theirs to any account of the
+-- same currency, once per idempotency key. App. Locks: see post_legs. Raises: FORBIDDEN (not their
+-- account), and as transfer_request.
+create or replace function pgwallet.user_transfer(
+    p_acting_user       text,
+    p_debit_account_id  bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.require_owner(p_debit_account_id, p_acting_user, 'debit_account_id');
+    return pgwallet.transfer_request('user_transfer', 'user_transfer', p_debit_account_id, p_credit_account_id,
+                                     p_amount, p_idempotency_key, p_metadata, false);
+end
+$$;
+
+-- fund_account: moves p_amount into an account out of any account, one that may go negative included:
+-- how money enters the ledger (a funding source, a correction). Admin. Locks: see post_legs.
+-- Raises: as transfer_request, FORBIDDEN aside.
+create or replace function pgwallet.fund_account(
+    p_source_account_id bigint,
+    p_account_id        bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.transfer_request('fund_account', 'funding', p_source_account_id, p_account_id, p_amount,
+                                     p_idempotency_key, p_metadata, true)
+$$;
+
 -- post_operation: posts several legs [{debit_account_id, credit_account_id, amount}] as one balanced
--- operation (a purchase with its platform fee), all or nothing, once per idempotency key.
+-- operation (a purchase with its platform fee), all or nothing, once per idempotency key; its kind is not
+-- one of the domains' (domain_transfer_kinds) and no leg debits an account that may go negative. Staff.
 -- Locks: see post_legs. Raises: as transfer.
 create or replace function pgwallet.post_operation(
     p_legs            jsonb,
@@ -565,6 +801,7 @@ declare
     v_debits   bigint[];
     v_credits  bigint[];
     v_amounts  bigint[];
+    v_max      bigint := coalesce(pgwallet.setting('movement_max'), '9223372036854775807')::bigint;
 begin
     p_metadata := coalesce(p_metadata, '{}');
     p_kind := coalesce(p_kind, 'operation');
@@ -581,8 +818,13 @@ begin
            or (l ->> 'credit_account_id') !~ '^[1-9][0-9]{0,17}$'
            or (l -> 'debit_account_id') = (l -> 'credit_account_id')),
         'legs', 'each leg is {debit_account_id, credit_account_id, amount}: positive whole numbers, two accounts');
+    perform pgwallet.check_request(not exists (select 1 from jsonb_array_elements(p_legs) l
+                                               where (l ->> 'amount')::bigint > v_max),
+                                   'legs', pg_catalog.format('each amount is at most %s (movement_max)', v_max));
     perform pgwallet.check_request(p_kind ~ '^[a-z][a-z0-9_]{0,62}$', 'kind', 'must be a lower-case identifier');
-    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    perform pgwallet.check_request(p_kind <> all (pgwallet.domain_transfer_kinds()), 'kind',
+                                   'is a kind pgwallet''s own procedures write');
+    perform pgwallet.check_metadata(p_metadata);
     v_request := jsonb_build_object('legs', p_legs, 'kind', p_kind, 'metadata', p_metadata);
     v_response := pgwallet.claim_idempotency_key('post_operation', p_idempotency_key, v_request);
     if v_response is not null then
@@ -594,7 +836,7 @@ begin
     into v_debits, v_credits, v_amounts
     from jsonb_array_elements(p_legs) with ordinality as x(l, o);
     v_op := nextval('pgwallet.operation_id_seq');
-    v_posted := pgwallet.post_legs(v_op, p_kind, v_debits, v_credits, v_amounts, p_metadata);
+    v_posted := pgwallet.post_legs(v_op, p_kind, v_debits, v_credits, v_amounts, p_metadata, null, 0, false);
     v_response := jsonb_build_object('operation_id', v_op, 'transfer_ids', to_jsonb(v_posted.transfer_ids),
                                      'kind', p_kind,
                                      'legs', jsonb_array_length(p_legs), 'created_at', now(),
@@ -620,44 +862,30 @@ as $$
         'created_at', p_hold.created_at, 'settled_at', p_hold.settled_at, 'replayed', false)
 $$;
 
--- place_hold: reserves p_amount on an ordinary account for a later capture to p_credit_account_id
--- (escrow); available shrinks, balance does not. Expires after p_timeout_seconds if given.
--- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
--- the account's debit refusal (e.g. CARD_BLOCKED), CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
-create or replace function pgwallet.place_hold(
+-- hold_funds: reserves p_amount on ordinary account p_account_id for a later capture to
+-- p_credit_account_id; available shrinks, balance does not. p_domain marks a domain's own hold (the queue's
+-- escrow), which only that domain settles. Internal: no idempotency key of its own (the caller's covers it).
+-- Locks: the account row. Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, the
+-- account's debit refusal (e.g. CARD_BLOCKED), CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, FORBIDDEN (an account
+-- that may go negative, unless p_may_fund).
+create or replace function pgwallet.hold_funds(
     p_account_id        bigint,
     p_credit_account_id bigint,
     p_amount            bigint,
-    p_idempotency_key   text,
-    p_timeout_seconds   integer default null,
-    p_metadata          jsonb default '{}')
-returns jsonb
+    p_timeout_seconds   integer,
+    p_metadata          jsonb,
+    p_domain            text,
+    p_may_fund          boolean)
+returns pgwallet.holds
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
 declare
-    v_request  jsonb;
-    v_response jsonb;
-    v_account  pgwallet.accounts;
-    v_credit   pgwallet.accounts;
-    v_hold     pgwallet.holds;
+    v_account pgwallet.accounts;
+    v_credit  pgwallet.accounts;
+    v_hold    pgwallet.holds;
 begin
-    p_metadata := coalesce(p_metadata, '{}');
-    perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
-    perform pgwallet.check_request(p_timeout_seconds is null or p_timeout_seconds > 0, 'timeout_seconds',
-                                   'must be a positive number of seconds');
-    perform pgwallet.check_request(p_account_id is distinct from p_credit_account_id, 'credit_account_id',
-                                   'must differ from account_id');
-    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
-    v_request := jsonb_build_object('account_id', p_account_id, 'credit_account_id', p_credit_account_id,
-                                    'amount', p_amount, 'timeout_seconds', p_timeout_seconds,
-                                    'metadata', p_metadata);
-    v_response := pgwallet.claim_idempotency_key('place_hold', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
     select * into v_credit from pgwallet.accounts where id = p_credit_account_id;
     if not found then
         perform pgwallet.raise_error('ACCOUNT_NOT_FOUND', pg_catalog.format('account %s', p_credit_account_id),
@@ -683,24 +911,110 @@ begin
             pg_catalog.format('account %s holds %s, account %s holds %s', v_account.id, v_account.currency,
                               v_credit.id, v_credit.currency), 'credit_account_id');
     end if;
+    if v_account.allow_negative and not p_may_fund then
+        perform pgwallet.raise_error('FORBIDDEN', pg_catalog.format(
+            'account %s may go negative: only an admin moves money out of it (fund_account)', v_account.id),
+            'account_id');
+    end if;
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
                               v_account.balance - v_account.held, p_amount), 'account_id');
     end if;
     update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
-    insert into pgwallet.holds (account_id, credit_account_id, amount, currency, expires_at, metadata)
+    insert into pgwallet.holds (account_id, credit_account_id, amount, currency, expires_at, metadata, domain)
     values (p_account_id, p_credit_account_id, p_amount, v_account.currency,
-            now() + make_interval(secs => p_timeout_seconds), p_metadata)
+            now() + make_interval(secs => p_timeout_seconds), p_metadata, p_domain)
     returning * into v_hold;
-    return pgwallet.complete_idempotency_key('place_hold', p_idempotency_key, v_request,
-                                             pgwallet.hold_json(v_hold));
+    return v_hold;
 end
 $$;
 
--- lock_open_hold: the hold p_hold_id, locked, checked to be open and not past expires_at.
--- Locks: the hold row. Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, HOLD_EXPIRED.
-create or replace function pgwallet.lock_open_hold(p_hold_id bigint, p_action text)
+-- hold_request: the body of place_hold and user_place_hold (p_scope names which): checks the request,
+-- then hold_funds once per idempotency key. Internal. Locks: the account row. Raises: as hold_funds,
+-- DUPLICATE_REQUEST.
+create or replace function pgwallet.hold_request(
+    p_scope             text,
+    p_account_id        bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_timeout_seconds   integer,
+    p_metadata          jsonb)
+returns jsonb
+language plpgsql
+set search_path = pgwallet, pg_temp
+set plan_cache_mode = force_generic_plan
+as $$
+declare
+    v_request  jsonb;
+    v_response jsonb;
+begin
+    p_metadata := coalesce(p_metadata, '{}');
+    perform pgwallet.check_movement(p_amount);
+    perform pgwallet.check_request(p_timeout_seconds is null or p_timeout_seconds > 0, 'timeout_seconds',
+                                   'must be a positive number of seconds');
+    perform pgwallet.check_request(p_account_id is distinct from p_credit_account_id, 'credit_account_id',
+                                   'must differ from account_id');
+    perform pgwallet.check_metadata(p_metadata);
+    v_request := jsonb_build_object('account_id', p_account_id, 'credit_account_id', p_credit_account_id,
+                                    'amount', p_amount, 'timeout_seconds', p_timeout_seconds,
+                                    'metadata', p_metadata);
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, pgwallet.hold_json(
+        pgwallet.hold_funds(p_account_id, p_credit_account_id, p_amount, p_timeout_seconds, p_metadata, null, false)));
+end
+$$;
+
+-- place_hold: reserves p_amount on an ordinary account (never one that may go negative) for a later
+-- capture to p_credit_account_id (escrow), once per idempotency key; expires after p_timeout_seconds if
+-- given. Staff. Locks: the account row. Raises: as hold_funds, DUPLICATE_REQUEST.
+create or replace function pgwallet.place_hold(
+    p_account_id        bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_timeout_seconds   integer default null,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.hold_request('place_hold', p_account_id, p_credit_account_id, p_amount, p_idempotency_key,
+                                 p_timeout_seconds, p_metadata)
+$$;
+
+-- user_place_hold: place_hold on an account of end user p_acting_user. App. Locks: the account row.
+-- Raises: FORBIDDEN (not their account), as place_hold.
+create or replace function pgwallet.user_place_hold(
+    p_acting_user       text,
+    p_account_id        bigint,
+    p_credit_account_id bigint,
+    p_amount            bigint,
+    p_idempotency_key   text,
+    p_timeout_seconds   integer default null,
+    p_metadata          jsonb default '{}')
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.require_owner(p_account_id, p_acting_user, 'account_id');
+    return pgwallet.hold_request('user_place_hold', p_account_id, p_credit_account_id, p_amount,
+                                 p_idempotency_key, p_timeout_seconds, p_metadata);
+end
+$$;
+
+-- lock_open_hold: the hold p_hold_id, locked, checked to be open, settled by its own kind of call (a
+-- domain's hold only by that domain, p_domain; a hold paid in parts only by its payout) and, for a
+-- capture, not past expires_at. Locks: the hold row. Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION,
+-- HOLD_EXPIRED.
+create or replace function pgwallet.lock_open_hold(p_hold_id bigint, p_action text, p_domain text default null)
 returns pgwallet.holds
 language plpgsql
 set search_path = pgwallet, pg_temp
@@ -716,6 +1030,11 @@ begin
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('hold %s is %s: it cannot be %s', p_hold_id, v_hold.status, p_action), 'hold_id');
     end if;
+    if v_hold.domain is distinct from p_domain then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('hold %s is the escrow of a %s item: only the %s settles it', p_hold_id, v_hold.domain,
+                              v_hold.domain), 'hold_id', 'finish, abandon or refund the item');
+    end if;
     if v_hold.credit_account_id = v_hold.account_id then
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('hold %s is paid out in parts: only its payout settles it', p_hold_id), 'hold_id');
@@ -728,17 +1047,37 @@ begin
 end
 $$;
 
--- capture_hold: settles an open hold by paying p_amount (all when null) to its credit account and
--- releasing the rest. A hold is settled once: a capture racing a void has one winner.
--- Locks: the hold row, then see post_legs. Raises: INVALID_REQUEST, HOLD_NOT_FOUND, HOLD_EXPIRED,
--- INVALID_STATE_TRANSITION, ACCOUNT_FROZEN, ACCOUNT_CLOSED, DUPLICATE_REQUEST.
-create or replace function pgwallet.capture_hold(
-    p_hold_id         bigint,
-    p_idempotency_key text,
-    p_amount          bigint default null)
+-- require_hold_party: raises FORBIDDEN unless end user p_acting_user owns the account of hold p_hold_id or
+-- its credit account (the payer or the payee settles it). Locks nothing (neither ever changes).
+-- Raises: INVALID_REQUEST, HOLD_NOT_FOUND, FORBIDDEN.
+create or replace function pgwallet.require_hold_party(p_hold_id bigint, p_acting_user text)
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(length(p_acting_user) between 1 and 200, 'acting_user',
+                                   'is required (1 to 200 characters)');
+    if not exists (select 1 from pgwallet.holds h where h.id = p_hold_id) then
+        perform pgwallet.raise_error('HOLD_NOT_FOUND', pg_catalog.format('hold %s', p_hold_id), 'hold_id');
+    end if;
+    if not exists (select 1 from pgwallet.holds h join pgwallet.accounts a on a.id in (h.account_id, h.credit_account_id)
+                   where h.id = p_hold_id and a.owner = p_acting_user) then
+        perform pgwallet.raise_error('FORBIDDEN',
+            pg_catalog.format('hold %s is neither paid by nor paid to user %s', p_hold_id, p_acting_user), 'hold_id');
+    end if;
+end
+$$;
+
+-- capture_request: the body of capture_hold and user_capture_hold (p_scope names which): settles an open
+-- hold by paying p_amount (all when null) to its credit account and releasing the rest, once per key. A
+-- hold is settled once: a capture racing a void has one winner. Internal. Locks: the hold row, then see
+-- post_legs. Raises: INVALID_REQUEST, HOLD_NOT_FOUND, HOLD_EXPIRED, INVALID_STATE_TRANSITION,
+-- ACCOUNT_FROZEN, ACCOUNT_CLOSED, DUPLICATE_REQUEST.
+create or replace function pgwallet.capture_request(p_scope text, p_hold_id bigint, p_idempotency_key text,
+                                                    p_amount bigint)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -752,7 +1091,7 @@ begin
     perform pgwallet.check_request(p_amount is null or p_amount > 0, 'amount',
                                    'must be a positive whole number of minor units');
     v_request := jsonb_build_object('hold_id', p_hold_id, 'amount', p_amount);
-    v_response := pgwallet.claim_idempotency_key('capture_hold', p_idempotency_key, v_request);
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
@@ -768,46 +1107,113 @@ begin
         settled_at = now()
     where id = p_hold_id
     returning * into v_hold;
-    return pgwallet.complete_idempotency_key('capture_hold', p_idempotency_key, v_request,
-                                             pgwallet.hold_json(v_hold));
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, pgwallet.hold_json(v_hold));
 end
 $$;
 
--- void_hold: cancels an open hold; its whole amount becomes available again. Allowed on a frozen
--- account (it only gives money back). Locks: the hold row, then its account.
--- Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION, DUPLICATE_REQUEST, INVALID_REQUEST.
-create or replace function pgwallet.void_hold(p_hold_id bigint, p_idempotency_key text)
+-- capture_hold: capture_request on any hold but a domain's own. Staff. Locks: the hold row, then see
+-- post_legs. Raises: as capture_request.
+create or replace function pgwallet.capture_hold(
+    p_hold_id         bigint,
+    p_idempotency_key text,
+    p_amount          bigint default null)
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.capture_request('capture_hold', p_hold_id, p_idempotency_key, p_amount)
+$$;
+
+-- user_capture_hold: capture_request by end user p_acting_user, the payer or the payee of the hold. App.
+-- Locks: the hold row, then see post_legs. Raises: FORBIDDEN, as capture_request.
+create or replace function pgwallet.user_capture_hold(
+    p_acting_user     text,
+    p_hold_id         bigint,
+    p_idempotency_key text,
+    p_amount          bigint default null)
 returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
-set plan_cache_mode = force_generic_plan
 as $$
-declare
-    v_request  jsonb;
-    v_response jsonb;
-    v_hold     pgwallet.holds;
 begin
-    v_request := jsonb_build_object('hold_id', p_hold_id);
-    v_response := pgwallet.claim_idempotency_key('void_hold', p_idempotency_key, v_request);
-    if v_response is not null then
-        return v_response;
-    end if;
-    v_hold := pgwallet.lock_open_hold(p_hold_id, 'voided');
-    update pgwallet.accounts set held = held - v_hold.amount, updated_at = now() where id = v_hold.account_id;
-    update pgwallet.holds set status = 'voided', settled_at = now() where id = p_hold_id
-    returning * into v_hold;
-    return pgwallet.complete_idempotency_key('void_hold', p_idempotency_key, v_request,
-                                             pgwallet.hold_json(v_hold));
+    perform pgwallet.require_hold_party(p_hold_id, p_acting_user);
+    return pgwallet.capture_request('user_capture_hold', p_hold_id, p_idempotency_key, p_amount);
 end
 $$;
 
--- capture_hold_split: settles open hold p_hold_id (locked by the caller, or here) by paying its whole
--- amount to its credit account, and in the same operation passes p_fee of it on to p_fee_account_id (a
--- platform fee, usually a collector). Leg 1 (hold account -> credit account, the whole amount) carries
--- the hold id, so captured_amount is the whole amount and the hold keeps exactly its settlement
--- transfer; leg 2 (credit account -> fee account, p_fee) follows only when p_fee > 0. Internal: not
--- granted; domain procedures call it. Locks: the hold row, then see post_legs.
+-- release_hold: voids open hold p_hold_id (a domain's own hold only with its p_domain): its whole amount
+-- becomes available again. Allowed on a frozen account (it only gives money back). Internal.
+-- Locks: the hold row, then its account. Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION.
+create or replace function pgwallet.release_hold(p_hold_id bigint, p_domain text default null)
+returns pgwallet.holds
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_hold pgwallet.holds;
+begin
+    v_hold := pgwallet.lock_open_hold(p_hold_id, 'voided', p_domain);
+    update pgwallet.accounts set held = held - v_hold.amount, updated_at = now() where id = v_hold.account_id;
+    update pgwallet.holds set status = 'voided', settled_at = now() where id = p_hold_id
+    returning * into v_hold;
+    return v_hold;
+end
+$$;
+
+-- void_request: the body of void_hold and user_void_hold (p_scope names which). Internal.
+-- Locks: the hold row, then its account. Raises: as void_hold.
+create or replace function pgwallet.void_request(p_scope text, p_hold_id bigint, p_idempotency_key text)
+returns jsonb
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_request  jsonb := jsonb_build_object('hold_id', p_hold_id);
+    v_response jsonb;
+begin
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request,
+                                             pgwallet.hold_json(pgwallet.release_hold(p_hold_id)));
+end
+$$;
+
+-- void_hold: cancels an open hold (not a domain's own), once per key; its whole amount becomes available
+-- again. Staff. Locks: the hold row, then its account. Raises: HOLD_NOT_FOUND, INVALID_STATE_TRANSITION,
+-- DUPLICATE_REQUEST, INVALID_REQUEST.
+create or replace function pgwallet.void_hold(p_hold_id bigint, p_idempotency_key text)
+returns jsonb
+language sql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+    select pgwallet.void_request('void_hold', p_hold_id, p_idempotency_key)
+$$;
+
+-- user_void_hold: void_hold by end user p_acting_user, the payer or the payee of the hold. App.
+-- Locks: the hold row, then its account. Raises: FORBIDDEN, as void_hold.
+create or replace function pgwallet.user_void_hold(p_acting_user text, p_hold_id bigint, p_idempotency_key text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.require_hold_party(p_hold_id, p_acting_user);
+    return pgwallet.void_request('user_void_hold', p_hold_id, p_idempotency_key);
+end
+$$;
+
+-- capture_hold_split: settles open hold p_hold_id (locked by the caller, or here; a domain's own hold with
+-- its p_domain) by paying its whole amount to its credit account, and in the same operation passes p_fee
+-- of it on to p_fee_account_id (a platform fee, usually a collector). Leg 1 (hold account -> credit
+-- account, the whole amount) carries the hold id, so captured_amount is the whole amount and the hold
+-- keeps exactly its settlement transfer; leg 2 (credit account -> fee account, p_fee) follows only when
+-- p_fee > 0. Internal. Locks: the hold row, then see post_legs.
 -- Raises: as capture_hold (INVALID_REQUEST for a fee outside 0..amount).
 create or replace function pgwallet.capture_hold_split(
     p_hold_id        bigint,
@@ -815,6 +1221,7 @@ create or replace function pgwallet.capture_hold_split(
     p_fee            bigint,
     p_kind           text default 'hold_capture',
     p_metadata       jsonb default null,
+    p_domain         text default null,
     out hold         pgwallet.holds,
     out transfer_ids bigint[])
 language plpgsql
@@ -824,7 +1231,7 @@ as $$
 declare
     v_posted record;
 begin
-    hold := pgwallet.lock_open_hold(p_hold_id, 'captured');
+    hold := pgwallet.lock_open_hold(p_hold_id, 'captured', p_domain);
     perform pgwallet.check_request(p_fee between 0 and hold.amount, 'fee',
                                    pg_catalog.format('must be 0 to the held %s', hold.amount));
     if p_fee > 0 then
@@ -847,8 +1254,9 @@ end
 $$;
 
 -- expire_holds: the sweep. Releases up to p_limit open holds whose expires_at has passed (never
--- earlier) and returns how many. Locks: those holds (skipping locked ones), then their accounts by
--- ascending id. Raises: INVALID_REQUEST.
+-- earlier) and returns how many. A hold that cannot be released is skipped and reported (a WARNING naming
+-- it and its error) instead of rolling back the batch: the sweep never wedges. Locks: those holds (skipping
+-- locked ones), then their accounts by ascending id. Raises: INVALID_REQUEST.
 create or replace function pgwallet.expire_holds(p_limit integer default 1000)
 returns integer
 language plpgsql
@@ -858,6 +1266,8 @@ set plan_cache_mode = force_generic_plan
 as $$
 declare
     v_ids   bigint[];
+    v_id    bigint;
+    v_count integer := 0;
 begin
     perform pgwallet.check_request(p_limit between 1 and 100000, 'limit', 'must be 1 to 100000');
     v_ids := array(select id from pgwallet.holds
@@ -868,13 +1278,38 @@ begin
     where id in (select account_id from pgwallet.holds where id = any (v_ids))
     order by id
     for update;
+    begin
+        perform pgwallet.expire_hold_set(v_ids);
+        return coalesce(array_length(v_ids, 1), 0);
+    exception when others then
+        null;  -- one of them failed: release them one by one below, skipping the failing ones
+    end;
+    foreach v_id in array v_ids loop
+        begin
+            perform pgwallet.expire_hold_set(array[v_id]);
+            v_count := v_count + 1;
+        exception when others then
+            raise warning 'pgwallet.expire_holds: hold % skipped (%: %)', v_id, sqlstate, sqlerrm;
+        end;
+    end loop;
+    return v_count;
+end
+$$;
+
+-- expire_hold_set: releases the open holds p_ids (locked by the caller) as expired. Internal.
+-- Locks: their accounts. Raises: nothing of its own.
+create or replace function pgwallet.expire_hold_set(p_ids bigint[])
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
     update pgwallet.accounts a
     set held = a.held - h.amount, updated_at = now()
     from (select account_id, sum(amount)::bigint as amount from pgwallet.holds
-          where id = any (v_ids) group by account_id) h
+          where id = any (p_ids) group by account_id) h
     where a.id = h.account_id;
-    update pgwallet.holds set status = 'expired', settled_at = now() where id = any (v_ids);
-    return coalesce(array_length(v_ids, 1), 0);
+    update pgwallet.holds set status = 'expired', settled_at = now() where id = any (p_ids);
 end
 $$;
 
@@ -1178,20 +1613,28 @@ begin
 end
 $$;
 
--- What each role may call. The owner runs everything; nothing here is executable by PUBLIC.
+-- What each tier may call (the README's matrix). The owner runs everything; PUBLIC executes nothing.
+grant execute on function
+    pgwallet.user_transfer(text, bigint, bigint, bigint, text, jsonb),
+    pgwallet.user_place_hold(text, bigint, bigint, bigint, text, integer, jsonb),
+    pgwallet.user_capture_hold(text, bigint, text, bigint),
+    pgwallet.user_void_hold(text, bigint, text),
+    pgwallet.open_account(text, text, text, boolean, jsonb, text),
+    pgwallet.get_account(bigint),
+    pgwallet.get_hold(bigint),
+    pgwallet.account_history(bigint, integer, bigint)
+    to pgwallet_app;
 grant execute on function
     pgwallet.transfer(bigint, bigint, bigint, text, jsonb),
     pgwallet.post_operation(jsonb, text, text, jsonb),
     pgwallet.place_hold(bigint, bigint, bigint, text, integer, jsonb),
     pgwallet.capture_hold(bigint, text, bigint),
     pgwallet.void_hold(bigint, text),
-    pgwallet.open_account(text, text, text, boolean, boolean, jsonb),
-    pgwallet.get_account(bigint),
-    pgwallet.get_hold(bigint),
-    pgwallet.account_history(bigint, integer, bigint)
-    to pgwallet_app;
-grant execute on function
     pgwallet.set_account_status(bigint, text),
-    pgwallet.expire_holds(integer),
     pgwallet.purge_idempotency_keys(integer)
     to pgwallet_staff;
+grant execute on function pgwallet.expire_holds(integer) to pgwallet_worker;
+grant execute on function
+    pgwallet.open_system_account(text, text, text, boolean, boolean, jsonb),
+    pgwallet.fund_account(bigint, bigint, bigint, text, jsonb)
+    to pgwallet_admin;

@@ -22,7 +22,7 @@ begin
     if found then
         return v_id;
     end if;
-    v_id := (pgwallet.open_account(p_currency, case when p_purpose = 'fees' then 'fees' else 'clearing' end,
+    v_id := (pgwallet.create_account(p_currency, case when p_purpose = 'fees' then 'fees' else 'clearing' end,
                                    'cashless ' || p_purpose || ' ' || p_currency,
                                    p_purpose <> 'fees', true) ->> 'id')::bigint;
     insert into pgwallet.cashless_accounts (currency, purpose, account_id) values (p_currency, p_purpose, v_id);
@@ -95,7 +95,7 @@ begin
     if exists (select 1 from pgwallet.cards where uid = p_uid) then
         perform pgwallet.raise_error('CARD_UID_TAKEN', pg_catalog.format('uid %s', p_uid), 'uid');
     end if;
-    v_account := (pgwallet.open_account(p_currency, 'card', p_holder, false, false,
+    v_account := (pgwallet.create_account(p_currency, 'card', p_holder, false, false,
                                         jsonb_build_object('nfc_uid', p_uid)) ->> 'id')::bigint;
     insert into pgwallet.cards (uid, account_id, currency, holder, payout_method)
     values (p_uid, v_account, p_currency, p_holder, coalesce(p_payout_method, 'bank_transfer'))
@@ -288,7 +288,7 @@ begin
                                    'is taken by another bar');
     insert into pgwallet.bars (code, name, currency, revenue_account_id)
     values (p_code, p_name, p_currency,
-            (pgwallet.open_account(p_currency, 'revenue', 'bar ' || p_code, false, true) ->> 'id')::bigint)
+            (pgwallet.create_account(p_currency, 'revenue', 'bar ' || p_code, false, true) ->> 'id')::bigint)
     returning * into v_bar;
     return to_jsonb(v_bar);
 end
@@ -348,7 +348,7 @@ begin
                                    'currency', 'must be a known currency code');
     insert into pgwallet.checkpoints (name, currency, drawer_account_id)
     values (p_name, p_currency,
-            (pgwallet.open_account(p_currency, 'cash_drawer', 'drawer ' || p_name, true, false) ->> 'id')::bigint)
+            (pgwallet.create_account(p_currency, 'cash_drawer', 'drawer ' || p_name, true, false) ->> 'id')::bigint)
     returning * into v_checkpoint;
     return to_jsonb(v_checkpoint);
 end
@@ -646,9 +646,11 @@ $$;
 
 -- process_stripe_recharge: credits the card with a Stripe Checkout payment, from the Stripe clearing account.
 -- The session id is the idempotency key: a redelivered webhook replays the first result. A blocked card is
--- still credited (the money is paid; it is refunded at close-out), a replaced one's replacement is.
--- Locks: the card row, then see post_legs. Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION
--- (cashed-out card), CURRENCY_MISMATCH, DUPLICATE_REQUEST.
+-- still credited (the money is paid; it is refunded at close-out), a replaced one's replacement is. At most
+-- cashless_stripe_recharge_max, and never past cashless_card_balance_max. Webhook tier: the handler verifies
+-- Stripe's signature, and no other tier may call this. Locks: the card row, then see post_legs.
+-- Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION (cashed-out card), LIMIT_EXCEEDED,
+-- CURRENCY_MISMATCH, DUPLICATE_REQUEST.
 create or replace function pgwallet.process_stripe_recharge(p_card_id bigint, p_amount bigint,
                                                             p_stripe_session_id text, p_metadata jsonb default '{}')
 returns jsonb
@@ -663,10 +665,13 @@ declare
     v_card     pgwallet.cards;
     v_op       bigint;
     v_recharge pgwallet.recharges;
+    v_max      bigint := coalesce(pgwallet.setting('cashless_stripe_recharge_max'), '9223372036854775807')::bigint;
+    v_cap      bigint := coalesce(pgwallet.setting('cashless_card_balance_max'), '9223372036854775807')::bigint;
+    v_balance  bigint;
 begin
     p_metadata := coalesce(p_metadata, '{}');
     perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
-    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    perform pgwallet.check_metadata(p_metadata);
     perform pgwallet.check_request(p_stripe_session_id ~ '^[A-Za-z0-9_]{1,255}$', 'stripe_session_id',
                                    'must be 1 to 255 letters, digits or underscores');
     v_request := jsonb_build_object('card_id', p_card_id, 'amount', p_amount, 'metadata', p_metadata);
@@ -695,6 +700,15 @@ begin
     if v_card.status = 'cashed_out' then
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION', pg_catalog.format('card %s is cashed out', v_card.id),
                                      'card_id');
+    end if;
+    select balance into v_balance from pgwallet.accounts where id = v_card.account_id;  -- locked by lock_card
+    if p_amount > v_max then
+        perform pgwallet.raise_error('LIMIT_EXCEEDED',
+            pg_catalog.format('a Stripe recharge is at most %s minor units, not %s', v_max, p_amount), 'amount');
+    elsif v_balance > v_cap - p_amount then
+        perform pgwallet.raise_error('LIMIT_EXCEEDED',
+            pg_catalog.format('card %s holds %s: %s more would pass the maximum balance of %s', v_card.id,
+                              v_balance, p_amount, v_cap), 'amount');
     end if;
     v_op := nextval('pgwallet.operation_id_seq');
     perform pgwallet.post_legs(v_op, 'stripe_recharge', array[pgwallet.cashless_account(v_card.currency, 'stripe_clearing')],
@@ -870,16 +884,17 @@ begin
 end
 $$;
 
--- cash_out_card: after the event, pays the card's remaining balance minus a fee (p_fee, default the
--- cashless_cash_out_fee setting, never more than the balance) to its payout method (the payouts clearing
--- account) and marks the card cashed out; once per client_request_id. Works on blocked cards (their money is
--- the holder's); a replaced card is cashed out through its replacement.
--- Locks: the card row, then see post_legs. Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION,
--- DUPLICATE_REQUEST.
-create or replace function pgwallet.cash_out_card(p_card_id bigint, p_client_request_id text, p_fee bigint default null)
+-- cash_out: the body of cash_out_card and of the close-out (p_scope names which): pays the card's available
+-- balance minus a fee (p_fee, default the cashless_cash_out_fee setting, never more than the balance) to its
+-- payout method (the payouts clearing account) and marks the card cashed out; once per key. Works on blocked
+-- cards (their money is the holder's). A card that is already cashed out or replaced but has money again (a
+-- refund or a released hold that reached it later) is paid out again, with no fee: money never stays
+-- stranded on a card nobody can use. Internal. Locks: the card row, then see post_legs.
+-- Raises: INVALID_REQUEST, CARD_NOT_FOUND, INVALID_STATE_TRANSITION, DUPLICATE_REQUEST.
+create or replace function pgwallet.cash_out(p_scope text, p_card_id bigint, p_client_request_id text,
+                                             p_fee bigint)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 as $$
 declare
@@ -887,6 +902,7 @@ declare
     v_response jsonb;
     v_card     pgwallet.cards;
     v_balance  bigint;
+    v_late     boolean;
     v_fee      bigint;
     v_op       bigint;
     v_debits   bigint[] := '{}';
@@ -896,19 +912,27 @@ declare
 begin
     perform pgwallet.check_request(p_fee is null or p_fee >= 0, 'fee', 'must be a whole number of minor units, zero or more');
     v_request := jsonb_build_object('card_id', p_card_id, 'fee', p_fee);
-    v_response := pgwallet.claim_idempotency_key('cash_out_card', p_client_request_id, v_request);
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_client_request_id, v_request);
     if v_response is not null then
         return v_response;
     end if;
+    if exists (select 1 from pgwallet.card_cashouts where client_request_id = p_client_request_id) then
+        perform pgwallet.raise_error('DUPLICATE_REQUEST',
+            pg_catalog.format('cash-out %s exists (its idempotency key has expired)', p_client_request_id),
+            'client_request_id');
+    end if;
     v_card := pgwallet.lock_card(p_card_id);
-    if v_card.status = 'cashed_out' or v_card.replaced_by is not null then
+    select balance - held into v_balance from pgwallet.accounts where id = v_card.account_id;  -- locked above
+    v_late := v_card.status = 'cashed_out' or v_card.replaced_by is not null;
+    if v_late and v_balance <= 0 then
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('card %s is %s', p_card_id,
                               case when v_card.replaced_by is not null then 'replaced: cash out card ' || v_card.replaced_by
                                    else 'already cashed out' end), 'card_id');
     end if;
-    select balance - held into v_balance from pgwallet.accounts where id = v_card.account_id for update;
-    v_fee := least(greatest(v_balance, 0), coalesce(p_fee, pgwallet.setting('cashless_cash_out_fee')::bigint, 0));
+    v_fee := case when v_late then 0
+                  else least(greatest(v_balance, 0), coalesce(p_fee, pgwallet.setting('cashless_cash_out_fee')::bigint, 0))
+             end;
     if v_fee > 0 then
         v_debits := v_debits || v_card.account_id;
         v_credits := v_credits || pgwallet.cashless_account(v_card.currency, 'fees');
@@ -927,7 +951,9 @@ begin
                                    jsonb_build_object('card_id', p_card_id, 'payout_method', v_card.payout_method));
     end if;
     perform pgwallet.set_debit_refusal(v_card.account_id, 'CARD_BLOCKED');  -- a cashed-out card pays nothing more
-    update pgwallet.cards set status = 'cashed_out', updated_at = now() where id = p_card_id;
+    if v_card.replaced_by is null then
+        update pgwallet.cards set status = 'cashed_out', updated_at = now() where id = p_card_id;
+    end if;
     insert into pgwallet.card_cashouts (card_id, amount, fee, payout_method, operation_id, client_request_id)
     values (p_card_id, greatest(v_balance, 0) - v_fee, v_fee, v_card.payout_method, v_op, p_client_request_id)
     returning * into v_cashout;
@@ -935,12 +961,27 @@ begin
         'cashout_id', v_cashout.id, 'card_id', p_card_id, 'amount', v_cashout.amount, 'fee', v_fee,
         'currency', v_card.currency, 'payout_method', v_card.payout_method, 'operation_id', v_op,
         'created_at', v_cashout.created_at, 'replayed', false);
-    return pgwallet.complete_idempotency_key('cash_out_card', p_client_request_id, v_request, v_response);
+    return pgwallet.complete_idempotency_key(p_scope, p_client_request_id, v_request, v_response);
 end
 $$;
 
--- cards_to_cash_out: how many cards the close-out still has to pay (neither cashed out nor replaced).
--- Locks nothing. Raises: nothing.
+-- cash_out_card: cash_out by staff, once per client_request_id (keys beginning 'closeout:' are the
+-- close-out's own). Staff. Locks: see cash_out. Raises: as cash_out.
+create or replace function pgwallet.cash_out_card(p_card_id bigint, p_client_request_id text, p_fee bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_client_request_id not like 'closeout:%', 'client_request_id',
+                                   'keys beginning closeout: belong to the close-out');
+    return pgwallet.cash_out('cash_out_card', p_card_id, p_client_request_id, p_fee);
+end
+$$;
+
+-- cards_to_cash_out: how many cards the close-out still has to pay: neither cashed out nor replaced, or
+-- holding money again after that. Locks nothing. Raises: nothing.
 create or replace function pgwallet.cards_to_cash_out()
 returns bigint
 language sql
@@ -948,14 +989,16 @@ stable
 security definer
 set search_path = pgwallet, pg_temp
 as $$
-    select count(*) from pgwallet.cards where status <> 'cashed_out' and replaced_by is null
+    select count(*) from pgwallet.cards c join pgwallet.accounts a on a.id = c.account_id
+    where (c.status <> 'cashed_out' and c.replaced_by is null) or a.balance - a.held > 0
 $$;
 
--- cash_out_cards: one batch of the close-out: cash_out_card for up to p_batch_size cards in id order after
--- p_after_card_id, each under the key 'closeout:<card id>' (a rerun replays, never pays twice); returns how
--- many cards and how much (amount, fee) this batch paid, and the last card id to continue from.
--- Call it in a loop, one transaction per batch. Locks: see cash_out_card, card by card.
--- Raises: INVALID_REQUEST.
+-- cash_out_cards: one batch of the close-out: cash_out for up to p_batch_size cards in id order after
+-- p_after_card_id (those cards_to_cash_out counts), each under the close-out's own key
+-- 'closeout:<card id>:<cash-outs so far>' (a rerun replays, never pays twice). A card whose cash-out
+-- fails is skipped and reported (WARNING), never rolls the batch back. Returns how many cards and how
+-- much (amount, fee) this batch paid, the cards skipped, and the last card id to continue from.
+-- Call it in a loop, one transaction per batch. Locks: see cash_out, card by card. Raises: INVALID_REQUEST.
 create or replace function pgwallet.cash_out_cards(p_after_card_id bigint default 0, p_batch_size integer default 500,
                                                    p_fee bigint default null)
 returns jsonb
@@ -964,40 +1007,53 @@ security definer
 set search_path = pgwallet, pg_temp
 as $$
 declare
-    v_id     bigint;
-    v_last   bigint := coalesce(p_after_card_id, 0);
-    v_result jsonb;
-    v_cards  integer := 0;
-    v_amount bigint := 0;
-    v_fee    bigint := 0;
+    v_id      bigint;
+    v_last    bigint := coalesce(p_after_card_id, 0);
+    v_result  jsonb;
+    v_cards   integer := 0;
+    v_amount  bigint := 0;
+    v_fee     bigint := 0;
+    v_skipped bigint[] := '{}';
 begin
     perform pgwallet.check_request(p_batch_size between 1 and 10000, 'batch_size', 'must be 1 to 10000');
     perform pgwallet.check_request(p_fee is null or p_fee >= 0, 'fee', 'must be a whole number of minor units, zero or more');
-    for v_id in select id from pgwallet.cards
-                where id > v_last and status <> 'cashed_out' and replaced_by is null
-                order by id limit p_batch_size loop
-        v_result := pgwallet.cash_out_card(v_id, 'closeout:' || v_id, p_fee);
-        v_cards := v_cards + 1;
-        v_amount := v_amount + (v_result ->> 'amount')::bigint;
-        v_fee := v_fee + (v_result ->> 'fee')::bigint;
+    for v_id in select c.id from pgwallet.cards c join pgwallet.accounts a on a.id = c.account_id
+                where c.id > v_last
+                  and ((c.status <> 'cashed_out' and c.replaced_by is null) or a.balance - a.held > 0)
+                order by c.id limit p_batch_size loop
+        begin
+            v_result := pgwallet.cash_out('closeout', v_id, 'closeout:' || v_id || ':'
+                                          || (select count(*) from pgwallet.card_cashouts x where x.card_id = v_id),
+                                          p_fee);
+            v_cards := v_cards + 1;
+            v_amount := v_amount + (v_result ->> 'amount')::bigint;
+            v_fee := v_fee + (v_result ->> 'fee')::bigint;
+        exception when others then
+            raise warning 'pgwallet.cash_out_cards: card % skipped (%: %)', v_id, sqlstate, sqlerrm;
+            v_skipped := v_skipped || v_id;
+        end;
         v_last := v_id;
     end loop;
-    return jsonb_build_object('cards', v_cards, 'amount', v_amount, 'fee', v_fee, 'last_card_id', v_last);
+    return jsonb_build_object('cards', v_cards, 'amount', v_amount, 'fee', v_fee, 'last_card_id', v_last,
+                              'skipped', to_jsonb(v_skipped));
 end
 $$;
 
--- What each role may call. Terminals, checkpoints and the webhook run as pgwallet_app; festival set-up,
--- drawers and the close-out are staff work.
+-- What each tier may call (the README's matrix). Terminals run as pgwallet_app; the Stripe webhook as
+-- pgwallet_webhook; checkpoint desks, set-up, drawers and the close-out are staff work.
 grant execute on function
     pgwallet.get_card(bigint),
     pgwallet.lookup_card(text, text, text),
     pgwallet.card_history(bigint, integer, bigint),
     pgwallet.process_bar_order(bigint, jsonb, bigint, text, text),
-    pgwallet.get_bar_order(bigint),
-    pgwallet.process_stripe_recharge(bigint, bigint, text, jsonb),
-    pgwallet.process_checkpoint_recharge(bigint, bigint, bigint, bigint, text, text)
+    pgwallet.get_bar_order(bigint)
     to pgwallet_app;
 grant execute on function
+    pgwallet.process_stripe_recharge(bigint, bigint, text, jsonb),
+    pgwallet.get_card(bigint)
+    to pgwallet_webhook;
+grant execute on function
+    pgwallet.process_checkpoint_recharge(bigint, bigint, bigint, bigint, text, text),
     pgwallet.issue_card(text, text, text, text),
     pgwallet.set_card_status(bigint, text, text),
     pgwallet.replace_card(bigint, text, text, text),

@@ -11,6 +11,10 @@
 -- purchase that succeeds also notifies channel 'purchased_item_success' (or, with setting queue_events =
 -- 'outbox', stores them for relay_queue_events).
 
+-- Signatures replaced by 0009's trust boundary (the acting user).
+drop function if exists pgwallet.create_queue_item(bigint, bigint, bigint, text, text, text, text, text, text, integer, jsonb);
+drop function if exists pgwallet.purchase_tip_grid_item(bigint, bigint, bigint, text, text);
+
 -- performer_queue_json: the public view of a performer's queue settings. Locks nothing.
 create or replace function pgwallet.performer_queue_json(p_queue pgwallet.performer_queues)
 returns jsonb
@@ -227,7 +231,7 @@ declare
     v_user      pgwallet.accounts;
     v_performer pgwallet.accounts;
     v_item      pgwallet.queue_items;
-    v_hold      jsonb;
+    v_hold      pgwallet.holds;
     v_split     record;
     v_open      integer;
 begin
@@ -299,14 +303,15 @@ begin
     end if;
 
     v_item.id := nextval('pgwallet.queue_items_id_seq');
-    v_hold := pgwallet.place_hold(p_user_id, p_performer_id, p_tokens, 'queue_item/' || v_item.id || '/hold',
-                                  null, jsonb_build_object('queue_item_id', v_item.id));
+    -- the queue's own escrow (domain 'queue'): no public call settles it, and it needs no key of its own
+    v_hold := pgwallet.hold_funds(p_user_id, p_performer_id, p_tokens, null,
+                                  jsonb_build_object('queue_item_id', v_item.id), 'queue', false);
     v_item.idempotency_key := p_idempotency_key;
     v_item.source_feature := p_source_feature;
     v_item.source_event_id := p_source_event_id;
     v_item.performer_id := p_performer_id;
     v_item.user_id := p_user_id;
-    v_item.hold_id := (v_hold ->> 'hold_id')::bigint;
+    v_item.hold_id := v_hold.id;
     v_item.tokens := p_tokens;
     v_item.fee_account_id := v_queue.fee_account_id;
     v_item.fee := floor(p_tokens::numeric * v_queue.fee_bps / 10000)::bigint;
@@ -323,11 +328,9 @@ begin
         v_item.pass_through := false;
         v_item.settled := false;
     else
-        perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);
         v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                                jsonb_build_object('queue_item_id', v_item.id,
-                                                                  'source_feature', p_source_feature));
-        perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
+                                                                  'source_feature', p_source_feature), 'queue');
         v_item.status := 'FINISHED';
         v_item.pass_through := true;
         v_item.started_at := now();
@@ -359,7 +362,8 @@ create or replace function pgwallet.create_queue_item(
     p_source_event_id           text default null,
     p_description               text default null,
     p_expected_duration_seconds integer default 60,
-    p_metadata                  jsonb default '{}')
+    p_metadata                  jsonb default '{}',
+    p_acting_user               text default null)
 returns jsonb
 language plpgsql
 security definer
@@ -375,7 +379,10 @@ begin
     p_source_feature := coalesce(p_source_feature, 'direct');
     p_expected_duration_seconds := coalesce(p_expected_duration_seconds, 60);
     p_metadata := coalesce(p_metadata, '{}');
-    perform pgwallet.check_request(jsonb_typeof(p_metadata) = 'object', 'metadata', 'must be a JSON object');
+    perform pgwallet.check_metadata(p_metadata);
+    perform pgwallet.check_request(p_idempotency_key not like 'tip_grid/%', 'idempotency_key',
+                                   'keys beginning tip_grid/ belong to tip-grid purchases');
+    perform pgwallet.require_owner(p_user_id, p_acting_user, 'user_id');
     v_request := jsonb_build_object(
         'performer_id', p_performer_id, 'user_id', p_user_id, 'tokens', p_tokens, 'title', p_title,
         'queue_mode', p_queue_mode, 'source_feature', p_source_feature, 'source_event_id', p_source_event_id,
@@ -514,11 +521,9 @@ begin
             pg_catalog.format('queue item %s is %s: only a STARTED item finishes', p_item_id, v_item.status),
             'item_id');
     end if;
-    perform pg_catalog.set_config('pgwallet.queue_settling', v_item.id::text, true);  -- see guard_queue_hold
     v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
                                            jsonb_build_object('queue_item_id', v_item.id,
-                                                              'source_feature', v_item.source_feature));
-    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
+                                                              'source_feature', v_item.source_feature), 'queue');
     update pgwallet.queue_items
     set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(),
         settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
@@ -542,9 +547,7 @@ as $$
 declare
     v_item pgwallet.queue_items;
 begin
-    perform pg_catalog.set_config('pgwallet.queue_settling', p_item.id::text, true);  -- see guard_queue_hold
-    perform pgwallet.void_hold(p_item.hold_id, 'queue_item/' || p_item.id || '/void');
-    perform pg_catalog.set_config('pgwallet.queue_settling', '', true);
+    perform pgwallet.release_hold(p_item.hold_id, 'queue');
     update pgwallet.queue_items
     set status = p_status, settled = true, settled_at = now(), refund_reason = p_reason,
         abandoned_at = case when p_status = 'ABANDONED' then now() end,
@@ -636,6 +639,7 @@ declare
     v_item      pgwallet.queue_items;
     v_abandoned integer := 0;
     v_refunded  integer := 0;
+    v_skipped   bigint[] := '{}';
 begin
     perform pgwallet.check_request(p_limit between 1 and 100000, 'limit', 'must be 1 to 100000');
     v_ids := array(
@@ -655,15 +659,20 @@ begin
     perform 1 from pgwallet.accounts where id in (select user_id from pgwallet.queue_items where id = any (v_ids))
     order by id for update;
     for v_item in select * from pgwallet.queue_items where id = any (v_ids) order by id loop
-        if v_item.status = 'CREATED' then
-            perform pgwallet.release_queue_item(v_item, 'ABANDONED', 'not started in time (sweep)');
-            v_abandoned := v_abandoned + 1;
-        elsif v_item.status = 'STARTED' then
-            perform pgwallet.release_queue_item(v_item, 'REFUNDED', 'overran its expected duration (sweep)');
-            v_refunded := v_refunded + 1;
-        end if;
+        begin  -- an item that cannot be released is skipped and reported, never rolls the batch back
+            if v_item.status = 'CREATED' then
+                perform pgwallet.release_queue_item(v_item, 'ABANDONED', 'not started in time (sweep)');
+                v_abandoned := v_abandoned + 1;
+            elsif v_item.status = 'STARTED' then
+                perform pgwallet.release_queue_item(v_item, 'REFUNDED', 'overran its expected duration (sweep)');
+                v_refunded := v_refunded + 1;
+            end if;
+        exception when others then
+            raise warning 'pgwallet.expire_stale_queue_items: queue item % skipped (%: %)', v_item.id, sqlstate, sqlerrm;
+            v_skipped := v_skipped || v_item.id;
+        end;
     end loop;
-    return jsonb_build_object('abandoned', v_abandoned, 'refunded', v_refunded);
+    return jsonb_build_object('abandoned', v_abandoned, 'refunded', v_refunded, 'skipped', to_jsonb(v_skipped));
 end
 $$;
 
@@ -901,7 +910,7 @@ $$;
 -- ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH, INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
 create or replace function pgwallet.purchase_tip_grid_item(p_user_id bigint, p_performer_id bigint,
                                                            p_tip_menu_item_id bigint, p_execution_mode text,
-                                                           p_idempotency_key text)
+                                                           p_idempotency_key text, p_acting_user text default null)
 returns jsonb
 language plpgsql
 security definer
@@ -918,6 +927,7 @@ begin
     p_execution_mode := coalesce(p_execution_mode, 'IMMEDIATE');
     perform pgwallet.check_request(p_execution_mode in ('IMMEDIATE', 'QUEUED'), 'execution_mode',
                                    'must be IMMEDIATE or QUEUED');
+    perform pgwallet.require_owner(p_user_id, p_acting_user, 'user_id');
     v_request := jsonb_build_object('user_id', p_user_id, 'performer_id', p_performer_id,
                                     'tip_menu_item_id', p_tip_menu_item_id, 'execution_mode', p_execution_mode);
     v_response := pgwallet.claim_idempotency_key('purchase_tip_grid_item', p_idempotency_key, v_request);
@@ -971,7 +981,7 @@ $$;
 
 -- What each role may call.
 grant execute on function
-    pgwallet.create_queue_item(bigint, bigint, bigint, text, text, text, text, text, text, integer, jsonb),
+    pgwallet.create_queue_item(bigint, bigint, bigint, text, text, text, text, text, text, integer, jsonb, text),
     pgwallet.start_item(bigint, text),
     pgwallet.complete_item(bigint, text),
     pgwallet.abandon_item(bigint, text, text),
@@ -984,11 +994,12 @@ grant execute on function
     pgwallet.create_tip_menu_item(bigint, text, bigint, integer, boolean),
     pgwallet.set_tip_menu_item_active(bigint, boolean),
     pgwallet.get_tip_menu(bigint),
-    pgwallet.purchase_tip_grid_item(bigint, bigint, bigint, text, text),
+    pgwallet.purchase_tip_grid_item(bigint, bigint, bigint, text, text, text),
     pgwallet.get_purchased_item(bigint)
     to pgwallet_app;
+grant execute on function pgwallet.configure_performer_queue(bigint, bigint, integer, integer, integer, integer)
+    to pgwallet_staff;
 grant execute on function
-    pgwallet.configure_performer_queue(bigint, bigint, integer, integer, integer, integer),
     pgwallet.expire_stale_queue_items(integer),
     pgwallet.relay_queue_events(integer)
-    to pgwallet_staff;
+    to pgwallet_worker;

@@ -112,7 +112,10 @@ $$;
 -- Locks: a transaction advisory lock on the challenge, the pool and fee accounts by ascending id.
 -- Raises: INVALID_REQUEST, ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH,
 -- INSUFFICIENT_FUNDS, DUPLICATE_REQUEST.
-create or replace function pgwallet.create_payout_job(
+-- The body is start_payout_job (internal: dividends call it under their own scope and challenge
+-- namespace); create_payout_job is the staff's door to it.
+create or replace function pgwallet.start_payout_job(
+    p_scope            text,
     p_challenge_id     text,
     p_pool_account_id  bigint,
     p_total_pool       bigint,
@@ -122,7 +125,6 @@ create or replace function pgwallet.create_payout_job(
     p_fee_account_id   bigint default null)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 set plan_cache_mode = force_generic_plan
 as $$
@@ -159,7 +161,7 @@ begin
     v_request := jsonb_build_object('challenge_id', p_challenge_id, 'pool_account_id', p_pool_account_id,
                                     'total_pool', p_total_pool, 'platform_fee_bps', p_platform_fee_bps,
                                     'winners_md5', md5(p_winners::text), 'fee_account_id', p_fee_account_id);
-    v_response := pgwallet.claim_idempotency_key('create_payout_job', p_idempotency_key, v_request);
+    v_response := pgwallet.claim_idempotency_key(p_scope, p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
     end if;
@@ -265,8 +267,37 @@ begin
     if v_job.status = 'queued' then
         perform pg_catalog.pg_notify('pgwallet_payouts', v_job.id::text);
     end if;
-    return pgwallet.complete_idempotency_key('create_payout_job', p_idempotency_key, v_request,
+    return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request,
                                              pgwallet.payout_job_json(v_job));
+end
+$$;
+
+-- create_payout_job: start_payout_job for a challenge of the caller's (challenge ids beginning 'dividend:'
+-- belong to dividends), from a pool that may not go negative (paying out of one is an admin's funding).
+-- Staff. Locks: see start_payout_job. Raises: FORBIDDEN, as start_payout_job.
+create or replace function pgwallet.create_payout_job(
+    p_challenge_id     text,
+    p_pool_account_id  bigint,
+    p_total_pool       bigint,
+    p_platform_fee_bps integer,
+    p_winners          jsonb,
+    p_idempotency_key  text,
+    p_fee_account_id   bigint default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_challenge_id not like 'dividend:%', 'challenge_id',
+                                   'challenge ids beginning dividend: belong to dividends');
+    if exists (select 1 from pgwallet.accounts a where a.id = p_pool_account_id and a.allow_negative) then
+        perform pgwallet.raise_error('FORBIDDEN', pg_catalog.format(
+            'account %s may go negative: only an admin moves money out of it (fund_account)', p_pool_account_id),
+            'pool_account_id');
+    end if;
+    return pgwallet.start_payout_job('create_payout_job', p_challenge_id, p_pool_account_id, p_total_pool,
+                                     p_platform_fee_bps, p_winners, p_idempotency_key, p_fee_account_id);
 end
 $$;
 
@@ -572,13 +603,13 @@ $$;
 
 -- What each role may call: edge functions create jobs and read their status; staff run the workers,
 -- retry and cancel.
+grant execute on function pgwallet.get_payout_job_status(bigint) to pgwallet_app;
 grant execute on function
     pgwallet.create_payout_job(text, bigint, bigint, integer, jsonb, text, bigint),
-    pgwallet.get_payout_job_status(bigint)
-    to pgwallet_app;
-grant execute on function
-    pgwallet.process_payout_batch(bigint, integer),
-    pgwallet.next_payout_job(),
     pgwallet.retry_failed_payout_entries(bigint),
     pgwallet.cancel_payout_job(bigint)
     to pgwallet_staff;
+grant execute on function
+    pgwallet.process_payout_batch(bigint, integer),
+    pgwallet.next_payout_job()
+    to pgwallet_worker;

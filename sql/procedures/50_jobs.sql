@@ -30,7 +30,9 @@ $$;
 -- the same payload returns the first job (replayed), with another payload it is refused. Notifies
 -- channel pgwallet_jobs with the kind. Locks: the new row (a concurrent duplicate waits on the unique
 -- index, then replays). Raises: INVALID_REQUEST, DUPLICATE_REQUEST.
-create or replace function pgwallet.enqueue_job(
+-- The body is add_job (internal: the investment domain queues its own kinds through it); enqueue_job is
+-- the staff's door, closed to the domains' kinds (domain_job_kinds).
+create or replace function pgwallet.add_job(
     p_kind            text,
     p_payload         jsonb,
     p_idempotency_key text,
@@ -38,7 +40,6 @@ create or replace function pgwallet.enqueue_job(
     p_run_after       timestamptz default null)
 returns jsonb
 language plpgsql
-security definer
 set search_path = pgwallet, pg_temp
 as $$
 declare
@@ -69,6 +70,37 @@ begin
             'idempotency_key', 'use a new key for a new job');
     end if;
     return pgwallet.job_json(v_job) || '{"replayed": true}';
+end
+$$;
+
+-- domain_job_kinds: the job kinds whose bodies move money for a domain row; only that domain queues
+-- them. Locks nothing.
+create or replace function pgwallet.domain_job_kinds()
+returns text[]
+language sql
+immutable
+set search_path = pgwallet, pg_temp
+as $$
+    select array['investment_execution', 'dividend']
+$$;
+
+-- enqueue_job: add_job for a kind that is not a domain's own (domain_job_kinds). Staff. Locks: see add_job.
+-- Raises: INVALID_REQUEST, DUPLICATE_REQUEST.
+create or replace function pgwallet.enqueue_job(
+    p_kind            text,
+    p_payload         jsonb,
+    p_idempotency_key text,
+    p_max_attempts    integer default 3,
+    p_run_after       timestamptz default null)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_kind <> all (pgwallet.domain_job_kinds()), 'kind',
+                                   'is the kind of a domain''s own jobs: that domain queues them');
+    return pgwallet.add_job(p_kind, p_payload, p_idempotency_key, p_max_attempts, p_run_after);
 end
 $$;
 
@@ -408,13 +440,15 @@ $$;
 grant execute on function pgwallet.get_job(bigint) to pgwallet_app;
 grant execute on function
     pgwallet.enqueue_job(text, jsonb, text, integer, timestamptz),
-    pgwallet.fetch_jobs(text, text[], integer, integer),
-    pgwallet.complete_job(bigint, text, jsonb),
-    pgwallet.fail_job(bigint, text, text, boolean),
-    pgwallet.defer_job(bigint, text, text, interval),
-    pgwallet.rescue_expired_jobs(integer),
     pgwallet.retry_job(bigint),
     pgwallet.cancel_job(bigint),
     pgwallet.list_jobs(text, text, integer, bigint),
     pgwallet.purge_jobs(integer)
     to pgwallet_staff;
+grant execute on function
+    pgwallet.fetch_jobs(text, text[], integer, integer),
+    pgwallet.complete_job(bigint, text, jsonb),
+    pgwallet.fail_job(bigint, text, text, boolean),
+    pgwallet.defer_job(bigint, text, text, interval),
+    pgwallet.rescue_expired_jobs(integer)
+    to pgwallet_worker;

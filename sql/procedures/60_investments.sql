@@ -277,9 +277,9 @@ begin
                                      'name', 'product names are unique');
     end if;
     perform pgwallet.take_rate_limit('create_investment_product', p_actor);
-    v_account := (pgwallet.open_account(p_currency, 'escrow', left('investment product ' || p_name, 200), false,
+    v_account := (pgwallet.create_account(p_currency, 'escrow', left('investment product ' || p_name, 200), false,
                                         true)->>'id')::bigint;
-    v_dividend := (pgwallet.open_account(p_currency, 'pool', left('dividends of ' || p_name, 200), false,
+    v_dividend := (pgwallet.create_account(p_currency, 'pool', left('dividends of ' || p_name, 200), false,
                                          false)->>'id')::bigint;
     insert into pgwallet.investment_products (name, currency, account_id, dividend_account_id, created_by)
     values (p_name, p_currency, v_account, v_dividend, p_actor)
@@ -396,7 +396,7 @@ begin
             'investment_id', 'a failed execution is retried by staff: pgwallet jobs retry <job id>');
     end if;
     perform pgwallet.take_rate_limit('execute_investment', v_investment.wallet_account_id::text);
-    v_job := pgwallet.enqueue_job('investment_execution', jsonb_build_object('investment_id', p_investment_id),
+    v_job := pgwallet.add_job('investment_execution', jsonb_build_object('investment_id', p_investment_id),
                                   'investment:' || p_investment_id);
     update pgwallet.investments i
     set status = 'queued', job_id = (v_job->>'job_id')::bigint, queued_at = now()
@@ -566,7 +566,7 @@ begin
     perform pgwallet.take_rate_limit('distribute_dividend', p_actor);
     insert into pgwallet.dividends (product_id, amount, created_by) values (p_product_id, p_amount, p_actor)
     returning * into v_dividend;
-    v_job := pgwallet.enqueue_job('dividend', jsonb_build_object('dividend_id', v_dividend.id),
+    v_job := pgwallet.add_job('dividend', jsonb_build_object('dividend_id', v_dividend.id),
                                   'dividend:' || v_dividend.id);
     update pgwallet.dividends d set job_id = (v_job->>'job_id')::bigint where d.id = v_dividend.id;
     return pgwallet.complete_idempotency_key('distribute_dividend', p_idempotency_key, v_request,
@@ -630,8 +630,9 @@ begin
             pg_catalog.format('INVALID_STATE_TRANSITION: product %s has no executed investment', v_product.id), true);
     end if;
     begin
-        v_payout := pgwallet.create_payout_job('dividend:' || v_dividend.id, v_product.dividend_account_id,
-                                               v_dividend.amount, 0, v_winners, 'dividend:' || v_dividend.id);
+        v_payout := pgwallet.start_payout_job('dividend_payout', 'dividend:' || v_dividend.id,
+                                              v_product.dividend_account_id, v_dividend.amount, 0, v_winners,
+                                              'dividend:' || v_dividend.id);
     exception when others then
         if sqlstate not like 'W%' then
             raise;
@@ -714,9 +715,11 @@ grant execute on function
 grant execute on function
     pgwallet.create_investment_product(text, text, text, text),
     pgwallet.distribute_dividend(bigint, bigint, text, text),
-    pgwallet.run_investment_execution(bigint, text),
-    pgwallet.run_dividend(bigint, text),
     pgwallet.set_feature_flag(text, boolean, text),
-    pgwallet.set_rate_limit(text, integer, integer),
     pgwallet.purge_rate_limit_hits(integer)
     to pgwallet_staff;
+grant execute on function
+    pgwallet.run_investment_execution(bigint, text),
+    pgwallet.run_dividend(bigint, text)
+    to pgwallet_worker;
+grant execute on function pgwallet.set_rate_limit(text, integer, integer) to pgwallet_admin;
