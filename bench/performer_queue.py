@@ -50,6 +50,9 @@ def load(url: str, users: int, performers: int) -> ledger_bench.Layout:
         performer_first = ledger_bench.open_accounts(conn, "performer", performers)
         user_first = ledger_bench.open_accounts(conn, "user_wallet", users)
         ledger_bench.fund_cards(conn, mint, user_first, users)
+        # the benchmark's owner stamps each wallet with its user, as open_account(..., owner) would one by one
+        conn.execute("update pgwallet.accounts set owner = 'u' || id where id between %s and %s",
+                     (user_first, user_first + users - 1))
         conn.execute("select count(pgwallet.configure_performer_queue(p, %s, 2000, 50)) "
                      "from generate_series(%s::bigint, %s::bigint) p",
                      (fees, performer_first, performer_first + performers - 1))

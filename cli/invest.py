@@ -142,10 +142,12 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     say("   " + describe_product(product, 2))
     investors = []
     for i, (funds, amount) in enumerate(((50_000, 10_000), (50_000, 25_000), (50_000, 40_000), (1_000, 5_000))):
-        wallet = c.open_account("EUR", "user_wallet", name=f"investor {i} {run}").id
+        wallet = c.open_account("EUR", "user_wallet", name=f"investor {i} {run}", owner=f"investor-{i}-{run}").id
         c.fund_account(world, wallet, funds, f"{run}-fund-{i}")
-        investment = c.create_investment(wallet, product.product_id, amount, f"{run}-invest-{i}")
-        ticket: JobTicket = c.execute_investment(investment.investment_id, f"{run}-execute-{i}")
+        investment = c.create_investment(wallet, product.product_id, amount, f"{run}-invest-{i}",
+                                         acting_user=f"investor-{i}-{run}")
+        ticket: JobTicket = c.execute_investment(investment.investment_id, f"{run}-execute-{i}",
+                                                 acting_user=f"investor-{i}-{run}")
         investors.append((wallet, investment.investment_id))
         say(f"-- {ticket.message} (the call returned at once)")
     say("-- a job worker runs them (the last investor cannot cover 50.00: its job fails at once)")
@@ -164,16 +166,17 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     wallet = investors[0][0]
     c.set_feature_flag("investment_module_enabled", False, actor)
     try:
-        c.create_investment(wallet, product.product_id, 100, f"{run}-off")
+        c.create_investment(wallet, product.product_id, 100, f"{run}-off", acting_user=f"investor-0-{run}")
     except FeatureDisabled as exc:
         say(f"   refused: {exc.code} ({exc.http_status}): {exc.detail}")
     finally:
         c.set_feature_flag("investment_module_enabled", True, actor)
-    say("   " + describe_investment(c.create_investment(wallet, product.product_id, 100, f"{run}-on"), 2))
+    say("   " + describe_investment(c.create_investment(wallet, product.product_id, 100, f"{run}-on",
+                                                    acting_user=f"investor-0-{run}"), 2))
     say("-- the same investor keeps creating investments: 5 an hour, then RATE_LIMITED")
     for n in range(2, 10):
         try:
-            c.create_investment(wallet, product.product_id, 100, f"{run}-more-{n}")
+            c.create_investment(wallet, product.product_id, 100, f"{run}-more-{n}", acting_user=f"investor-0-{run}")
         except RateLimited as exc:
             say(f"   call {n + 1} refused: {exc.code} ({exc.http_status}), retry after {exc.retry_after} s")
             break

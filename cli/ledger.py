@@ -112,6 +112,22 @@ def account_status(app: AppContext, account_id: int, status: str, as_json: bool)
     emit(changed, as_json, describe(changed))
 
 
+def _move(app: AppContext, from_account: int, to_account: int, amount: str, idempotency_key: str | None,
+          yes: bool, as_json: bool, *, funding: bool) -> None:
+    """transfer and fund: the same question, call and answer through the staff's or the admin's door."""
+    source = app.client.get_account(from_account)
+    minor = to_minor(amount, source.exponent)
+    confirm(f"{'Fund' if funding else 'Move'} {format_minor(minor, source.exponent)} {source.currency} from "
+            f"account {from_account} to account {to_account}?", yes)
+    key = _key(idempotency_key)
+    call = app.client.fund_account if funding else app.client.transfer
+    done = call(from_account, to_account, minor, key)
+    after = app.client.get_account(from_account)
+    emit({"transfer": done, "idempotency_key": key, "debit_account": after}, as_json,
+         f"{'replayed' if done.replayed else 'moved'} {format_minor(done.amount, source.exponent)} "
+         f"{done.currency}: transfer {done.transfer_ids[0]} (key {key})\n{describe(after)}")
+
+
 @click.command()
 @click.argument("from_account", type=int)
 @click.argument("to_account", type=int)
@@ -122,17 +138,23 @@ def account_status(app: AppContext, account_id: int, status: str, as_json: bool)
 @pass_app
 def transfer(app: AppContext, from_account: int, to_account: int, amount: str, idempotency_key: str | None,
              yes: bool, as_json: bool) -> None:
-    """Move AMOUNT (a decimal, e.g. 12.50) from FROM_ACCOUNT to TO_ACCOUNT."""
-    source = app.client.get_account(from_account)
-    minor = to_minor(amount, source.exponent)
-    confirm(f"Move {format_minor(minor, source.exponent)} {source.currency} from account {from_account} "
-            f"to account {to_account}?", yes)
-    key = _key(idempotency_key)
-    done = app.client.transfer(from_account, to_account, minor, key)
-    after = app.client.get_account(from_account)
-    emit({"transfer": done, "idempotency_key": key, "debit_account": after}, as_json,
-         f"{'replayed' if done.replayed else 'moved'} {format_minor(done.amount, source.exponent)} "
-         f"{done.currency}: transfer {done.transfer_ids[0]} (key {key})\n{describe(after)}")
+    """Move AMOUNT (a decimal, e.g. 12.50) from FROM_ACCOUNT to TO_ACCOUNT (staff; never out of an
+    account that may go negative: that is `pgwallet fund`)."""
+    _move(app, from_account, to_account, amount, idempotency_key, yes, as_json, funding=False)
+
+
+@click.command()
+@click.argument("source_account", type=int)
+@click.argument("to_account", type=int)
+@click.argument("amount")
+@key_option
+@yes_option
+@json_option
+@pass_app
+def fund(app: AppContext, source_account: int, to_account: int, amount: str, idempotency_key: str | None,
+         yes: bool, as_json: bool) -> None:
+    """Fund TO_ACCOUNT with AMOUNT out of SOURCE_ACCOUNT, one that may go negative included (admin)."""
+    _move(app, source_account, to_account, amount, idempotency_key, yes, as_json, funding=True)
 
 
 @click.group()
@@ -225,4 +247,4 @@ def keys_purge(app: AppContext, batch_size: int, as_json: bool) -> None:
     emit({"purged": total}, as_json, f"purged {total} expired keys")
 
 
-COMMANDS = (account, transfer, hold, keys)
+COMMANDS = (account, transfer, fund, hold, keys)

@@ -280,19 +280,23 @@ def _create_investment_product(edge: Edge, request: Request) -> Any:
 
 @handler("create_investment")
 def _create_investment(edge: Edge, request: Request) -> Any:
-    """``{wallet_account_id, product_id, amount: "100.00"}`` + key: a pending investment."""
+    """``{wallet_account_id, product_id, amount: "100.00", acting_user}`` + key: a pending investment
+    (``acting_user``: the end user the function authenticated, who must own the wallet)."""
     body = request.json()
     return edge.client.create_investment(
         wallet_account_id=_field(body, "wallet_account_id"), product_id=_field(body, "product_id"),
-        amount=edge.amount(_field(body, "amount"), "amount"), idempotency_key=idempotency_key(request, body))
+        amount=edge.amount(_field(body, "amount"), "amount"), idempotency_key=idempotency_key(request, body),
+        acting_user=_field(body, "acting_user"))
 
 
 @handler("execute_investment")
 def _execute_investment(edge: Edge, request: Request) -> Any:
-    """``{investment_id}`` + key: queued at once; ``{job_id, status: "queued", idempotency_key, message}``."""
+    """``{investment_id, acting_user}`` + key: queued at once; ``{job_id, status: "queued",
+    idempotency_key, message}``."""
     body = request.json()
     return edge.client.execute_investment(investment_id=_field(body, "investment_id"),
-                                          idempotency_key=idempotency_key(request, body))
+                                          idempotency_key=idempotency_key(request, body),
+                                          acting_user=_field(body, "acting_user"))
 
 
 @handler("distribute_dividend")

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pyapp.jobs import Job, JobId, Worker, _whole
-from pyapp.procedures import AMOUNT, BATCH, CURRENCY, FLAG, ID, IDENTIFIER, KEY, NAME, procedure
+from pyapp.procedures import AMOUNT, BATCH, CURRENCY, FLAG, ID, IDENTIFIER, KEY, NAME, USER, procedure
 from pyapp.results import Result
 
 FLAGS = ("investment_module_enabled", "investment_execution_enabled", "dividend_distribution_enabled")
@@ -134,14 +134,17 @@ def get_investment_product(product_id: Annotated[int, ID]) -> Product:
 
 @procedure("pgwallet.create_investment")
 def create_investment(wallet_account_id: Annotated[int, ID], product_id: Annotated[int, ID],
-                      amount: Annotated[int, AMOUNT], idempotency_key: Key) -> Investment:
-    """A pending investment; nothing moves until it is executed."""
+                      amount: Annotated[int, AMOUNT], idempotency_key: Key, *,
+                      acting_user: Annotated[str, USER]) -> Investment:
+    """A pending investment out of a wallet of ``acting_user`` (``FORBIDDEN`` otherwise); nothing moves
+    until it is executed."""
     raise NotImplementedError
 
 
 @procedure("pgwallet.execute_investment")
-def execute_investment(investment_id: Annotated[int, ID], idempotency_key: Key) -> JobTicket:
-    """Queue the execution of a pending investment; returns at once with the job id."""
+def execute_investment(investment_id: Annotated[int, ID], idempotency_key: Key, *,
+                       acting_user: Annotated[str, USER]) -> JobTicket:
+    """Queue the execution of a pending investment of ``acting_user``'s; returns at once with the job id."""
     raise NotImplementedError
 
 

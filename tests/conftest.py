@@ -160,9 +160,17 @@ def account_owner(url: str, account_id: Any) -> str:
     return str(row[0]) if row and row[0] else "nobody"
 
 
+def _investment_wallet(url: str, investment_id: Any) -> Any:
+    if isinstance(investment_id, bool) or not isinstance(investment_id, int) or not 0 < investment_id < 2**63:
+        return None
+    row = _snapshots[url][0].execute("select wallet_account_id from pgwallet.investments where id = %s",
+                                     (investment_id,)).fetchone() if url in _snapshots else None
+    return row[0] if row else None
+
+
 class ActingClient(Client):
-    """The tests' client: a queue intake or tip-grid purchase that names no ``acting_user`` acts as the
-    owner of the wallet it debits. The queue's tests are about the queue; who may debit a wallet has tests
+    """The tests' client: a queue intake, tip-grid purchase or investment that names no ``acting_user`` acts
+    as the owner of the wallet it debits. The queue's tests are about the queue; who may debit a wallet has tests
     of its own (tests/test_trust.py), which name the acting user themselves."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
@@ -173,6 +181,17 @@ class ActingClient(Client):
         if "acting_user" not in kwargs:
             kwargs["acting_user"] = account_owner(self._url, args[1] if len(args) > 1 else kwargs.get("user_id"))
         return super().create_queue_item(*args, **kwargs)
+
+    def create_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if "acting_user" not in kwargs:
+            kwargs["acting_user"] = account_owner(self._url, args[0] if args else kwargs.get("wallet_account_id"))
+        return super().create_investment(*args, **kwargs)
+
+    def execute_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if "acting_user" not in kwargs:
+            investment = args[0] if args else kwargs.get("investment_id")
+            kwargs["acting_user"] = account_owner(self._url, _investment_wallet(self._url, investment))
+        return super().execute_investment(*args, **kwargs)
 
     def purchase_tip_grid_item(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if "acting_user" not in kwargs:

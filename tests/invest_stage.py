@@ -18,8 +18,9 @@ class Stage:
     def __init__(self, client: Client, url: str) -> None:
         self.client = client
         self.url = url
-        self.world = client.open_account("EUR", "system", name="world").id
+        self.world = client.open_system_account("EUR", "system", name="world").id
         self._keys = itertools.count()
+        self.owners: dict[int, str] = {}  # wallet -> the end user who owns it
         self.product = self.new_product("Green bonds")
 
     def key(self, prefix: str = "k") -> str:
@@ -29,15 +30,17 @@ class Stage:
         return self.client.create_investment_product(name, currency, "ops", self.key("product"))
 
     def wallet(self, amount: int = 100_000, currency: str = "EUR") -> int:
-        wallet = self.client.open_account(currency, "user_wallet").id
+        owner = self.key("investor")
+        wallet = self.client.open_account(currency, "user_wallet", owner=owner).id
+        self.owners[wallet] = owner
         if amount:
-            world = self.world if currency == "EUR" else self.client.open_account(currency, "system").id
-            self.client.transfer(world, wallet, amount, self.key("fund"))
+            world = self.world if currency == "EUR" else self.client.open_system_account(currency, "system").id
+            self.client.fund_account(world, wallet, amount, self.key("fund"))
         return wallet
 
     def fund_dividends(self, amount: int, product: Product | None = None) -> None:
         account = (product or self.product).dividend_account_id
-        self.client.transfer(self.world, account, amount, self.key("fund-dividends"))
+        self.client.fund_account(self.world, account, amount, self.key("fund-dividends"))
 
     def balance(self, account_id: int) -> int:
         return self.client.get_account(account_id).balance

@@ -358,7 +358,8 @@ def test_checkpoint_recharge_errors(fest: Festival, db_url: str) -> None:
     refused(db_url, errors.InvalidRequest, call(payment_method="cheque"), "payment_method")
     refused(db_url, errors.LimitExceeded, call(amount=99), "amount")  # below 1.00
     refused(db_url, errors.LimitExceeded, call(amount=50_001), "amount")  # above 500.00
-    c.process_stripe_recharge(card.card_id, 99_500, "cs_big")
+    c.process_stripe_recharge(card.card_id, 50_000, "cs_big")  # a Stripe recharge is at most 500.00
+    c.process_stripe_recharge(card.card_id, 49_500, "cs_big_2")
     refused(db_url, errors.LimitExceeded, call(amount=501), "amount")  # the card would pass 1,000.00
     assert c.process_checkpoint_recharge(card.card_id, 500, fest.staff, fest.checkpoint, "cash", "cp-ok"
                                          ).card_balance == 100_000

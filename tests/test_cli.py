@@ -467,7 +467,7 @@ def test_process_open_transfer_check(db_url: str, client: Client) -> None:
     match = re.match(r"opened account (\d+) ", card.stdout)
     assert match
     card_id = int(match.group(1))
-    moved = process(db_url, "transfer", str(world_id), str(card_id), "100.05", "--key", "p1")
+    moved = process(db_url, "fund", str(world_id), str(card_id), "100.05", "--key", "p1")
     assert moved.returncode == 0, moved.stderr
     assert moved.stdout.startswith("moved 100.05 EUR")
     assert client.get_account(card_id).balance == 10005

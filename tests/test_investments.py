@@ -334,7 +334,8 @@ def test_both_clients_agree(stage: Stage, db_url: str) -> None:
 def test_edge_takes_the_key_from_the_body_or_the_header(stage: Stage, client: Client) -> None:
     edge = Edge(client)
     wallet = stage.wallet(10_000)
-    body = {"wallet_account_id": wallet, "product_id": stage.product.product_id, "amount": "12.50"}
+    body = {"wallet_account_id": wallet, "product_id": stage.product.product_id, "amount": "12.50",
+            "acting_user": stage.owners[wallet]}
     status, created = edge.handle("create_investment", json.dumps(body), {"Idempotency-Key": "edge-1"})
     assert status == 200 and created["data"]["amount"] == "12.50" and created["data"]["status"] == "pending"
     status, again = edge.handle("create_investment", {**body, "idempotency_key": "edge-1"},
@@ -346,7 +347,8 @@ def test_edge_takes_the_key_from_the_body_or_the_header(stage: Stage, client: Cl
     status, neither = edge.handle("create_investment", body)
     assert status == 400 and neither["error"]["field"] == "idempotency_key"
     investment_id = created["data"]["investment_id"]
-    status, queued = edge.handle("execute_investment", {"investment_id": investment_id}, {"Idempotency-Key": "x1"})
+    status, queued = edge.handle("execute_investment", {"investment_id": investment_id,
+                                                        "acting_user": stage.owners[wallet]}, {"Idempotency-Key": "x1"})
     assert status == 200 and queued["data"]["status"] == "queued" and queued["data"]["idempotency_key"] == "x1"
     assert queued["data"]["job_id"] and queued["data"]["message"]
     stage.work()
@@ -362,7 +364,8 @@ def test_edge_takes_the_key_from_the_body_or_the_header(stage: Stage, client: Cl
 def test_edge_answers_403_when_a_flag_is_off_and_429_with_retry_after(stage: Stage, client: Client) -> None:
     edge = Edge(client)
     wallet = stage.wallet(10_000)
-    body = {"wallet_account_id": wallet, "product_id": stage.product.product_id, "amount": "1"}
+    body = {"wallet_account_id": wallet, "product_id": stage.product.product_id, "amount": "1",
+            "acting_user": stage.owners[wallet]}
     stage.set_flag("investment_module_enabled", False)
     status, off = edge.handle("create_investment", body, {"Idempotency-Key": "off"})
     assert status == 403 and off["error"]["code"] == "FEATURE_DISABLED"

@@ -6,6 +6,10 @@
 -- rolls the whole call back: no key, no rate-limit hit, no row.
 -- Lock order: the job row, then the investment or dividend row, then (post_legs) the accounts.
 
+-- Signatures replaced by 0009's trust boundary (the acting user).
+drop function if exists pgwallet.create_investment(bigint, bigint, bigint, text);
+drop function if exists pgwallet.execute_investment(bigint, text);
+
 -- feature_enabled: is flag p_name on? Read on every call (no cache), so a switch takes effect at once.
 -- Locks nothing. Raises: nothing (an unknown flag is off).
 create or replace function pgwallet.feature_enabled(p_name text)
@@ -315,7 +319,8 @@ $$;
 -- the new row (and the rate-limit lock). Raises: INVALID_REQUEST, FEATURE_DISABLED, PRODUCT_NOT_FOUND,
 -- ACCOUNT_NOT_FOUND, ACCOUNT_FROZEN, ACCOUNT_CLOSED, CURRENCY_MISMATCH, DUPLICATE_REQUEST, RATE_LIMITED.
 create or replace function pgwallet.create_investment(p_wallet_account_id bigint, p_product_id bigint,
-                                                      p_amount bigint, p_idempotency_key text)
+                                                      p_amount bigint, p_idempotency_key text,
+                                                      p_acting_user text default null)
 returns jsonb
 language plpgsql
 security definer
@@ -330,6 +335,7 @@ declare
 begin
     perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
     perform pgwallet.require_feature('investment_module_enabled');
+    perform pgwallet.require_owner(p_wallet_account_id, p_acting_user, 'wallet_account_id');
     v_request := jsonb_build_object('wallet_account_id', p_wallet_account_id, 'product_id', p_product_id,
                                     'amount', p_amount);
     v_response := pgwallet.claim_idempotency_key('create_investment', p_idempotency_key, v_request);
@@ -366,7 +372,8 @@ $$;
 -- idempotency key and a message. The job moves the money. Rate limit: execute_investment per wallet.
 -- Locks: the investment row. Raises: INVALID_REQUEST, FEATURE_DISABLED, INVESTMENT_NOT_FOUND,
 -- INVALID_STATE_TRANSITION (not pending), DUPLICATE_REQUEST, RATE_LIMITED.
-create or replace function pgwallet.execute_investment(p_investment_id bigint, p_idempotency_key text)
+create or replace function pgwallet.execute_investment(p_investment_id bigint, p_idempotency_key text,
+                                                       p_acting_user text default null)
 returns jsonb
 language plpgsql
 security definer
@@ -379,6 +386,12 @@ declare
     v_job        jsonb;
 begin
     perform pgwallet.require_feature('investment_module_enabled', 'investment_execution_enabled');
+    select * into v_investment from pgwallet.investments i where i.id = p_investment_id;  -- its wallet never changes
+    if not found then
+        perform pgwallet.raise_error('INVESTMENT_NOT_FOUND', pg_catalog.format('investment %s', p_investment_id),
+                                     'investment_id');
+    end if;
+    perform pgwallet.require_owner(v_investment.wallet_account_id, p_acting_user, 'investment_id');
     v_request := jsonb_build_object('investment_id', p_investment_id);
     v_response := pgwallet.claim_idempotency_key('execute_investment', p_idempotency_key, v_request);
     if v_response is not null then
@@ -704,8 +717,8 @@ create or replace trigger jobs_follow_status
 -- investments, dividends, jobs and flags; staff create products, distribute dividends, run the job
 -- bodies (workers), switch flags and limits, purge.
 grant execute on function
-    pgwallet.create_investment(bigint, bigint, bigint, text),
-    pgwallet.execute_investment(bigint, text),
+    pgwallet.create_investment(bigint, bigint, bigint, text, text),
+    pgwallet.execute_investment(bigint, text, text),
     pgwallet.get_investment(bigint),
     pgwallet.get_investment_product(bigint),
     pgwallet.get_dividend(bigint),
