@@ -86,3 +86,8 @@ def confirm(question: str, yes: bool) -> None:
         return
     if not click.confirm(question, default=False):
         raise click.Abort()
+
+
+#: The active staff member (pgwallet.staff) a staff command acts as: recorded, and what rate limits count.
+staff_option = click.option("--staff", "staff_id", type=int, required=True, envvar="PGWALLET_STAFF_ID",
+                            help="Your staff id (`pgwallet staff add NAME`; or $PGWALLET_STAFF_ID).")

@@ -6,28 +6,16 @@ with no deploy and no restart.
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
-from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
+from cli.context import AppContext, confirm, emit, json_option, pass_app, staff_option, yes_option
 from pyapp.investments import FeatureFlag
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 def describe_flag(flag: FeatureFlag) -> str:
     by = f" (by {flag.updated_by} at {flag.updated_at.isoformat(timespec='seconds')})" if flag.updated_by \
         and flag.updated_at else ""
     return f"{'on ' if flag.enabled else 'OFF'} {flag.name}: {flag.description}{by}"
-
-
-actor_option = click.option("--actor", default=None, help="Who switches it (default: the login name).")
 
 
 @click.group()
@@ -46,25 +34,25 @@ def flags_list(app: AppContext, as_json: bool) -> None:
 
 @flags.command("enable")
 @click.argument("name")
-@actor_option
+@staff_option
 @json_option
 @pass_app
-def flags_enable(app: AppContext, name: str, actor: str | None, as_json: bool) -> None:
+def flags_enable(app: AppContext, name: str, staff_id: int, as_json: bool) -> None:
     """Switch NAME on."""
-    flag = app.client.set_feature_flag(name, True, actor or _actor())
+    flag = app.client.set_feature_flag(name, True, staff_id)
     emit(flag, as_json, describe_flag(flag))
 
 
 @flags.command("disable")
 @click.argument("name")
-@actor_option
+@staff_option
 @yes_option
 @json_option
 @pass_app
-def flags_disable(app: AppContext, name: str, actor: str | None, yes: bool, as_json: bool) -> None:
+def flags_disable(app: AppContext, name: str, staff_id: int, yes: bool, as_json: bool) -> None:
     """Switch NAME off: the calls it guards are refused (FEATURE_DISABLED) from the next one on."""
     confirm(f"Switch {name} off? The calls it guards are refused at once.", yes)
-    flag = app.client.set_feature_flag(name, False, actor or _actor())
+    flag = app.client.set_feature_flag(name, False, staff_id)
     emit(flag, as_json, describe_flag(flag))
 
 

@@ -7,13 +7,12 @@ dividends here. Executions and dividends are jobs: ``pgwallet jobs work`` runs t
 
 from __future__ import annotations
 
-import getpass
 import uuid
 from collections.abc import Callable
 
 import click
 
-from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
+from cli.context import AppContext, confirm, emit, json_option, pass_app, staff_option, yes_option
 from pyapp.client import Client
 from pyapp.errors import FeatureDisabled, RateLimited
 from pyapp.investments import Dividend, Investment, JobTicket, Product
@@ -22,13 +21,6 @@ from pyapp.money import format_minor, to_minor
 from pyapp.payout_worker import PayoutWorker
 
 Say = Callable[[str], None]
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "cli"
 
 
 def describe_product(p: Product, exponent: int) -> str:
@@ -66,13 +58,14 @@ def invest() -> None:
 @click.option("--name", required=True, help="The product's name (unique).")
 @click.option("--currency", default="EUR", show_default=True)
 @click.option("--key", "idempotency_key", default=None, help="Idempotency key; default: a new one (printed).")
+@staff_option
 @json_option
 @pass_app
-def invest_create_product(app: AppContext, name: str, currency: str, idempotency_key: str | None,
+def invest_create_product(app: AppContext, name: str, currency: str, idempotency_key: str | None, staff_id: int,
                           as_json: bool) -> None:
     """Create a product with its investment account and its dividend account."""
     key = idempotency_key or str(uuid.uuid4())
-    product = app.client.create_investment_product(name, currency, _actor(), key)
+    product = app.client.create_investment_product(name, currency, staff_id, key)
     emit({"product": product, "idempotency_key": key}, as_json,
          f"{describe_product(product, _exponent(app, product))} (key {key})")
 
@@ -102,11 +95,12 @@ def invest_show(app: AppContext, investment_id: int, as_json: bool) -> None:
 @click.argument("product_id", type=int)
 @click.option("--amount", required=True, help="The dividend, a decimal (e.g. 1000.00).")
 @click.option("--key", "idempotency_key", default=None, help="Idempotency key; default: a new one (printed).")
+@staff_option
 @yes_option
 @json_option
 @pass_app
-def invest_dividend(app: AppContext, product_id: int, amount: str, idempotency_key: str | None, yes: bool,
-                    as_json: bool) -> None:
+def invest_dividend(app: AppContext, product_id: int, amount: str, idempotency_key: str | None, staff_id: int,
+                    yes: bool, as_json: bool) -> None:
     """Queue a dividend for PRODUCT_ID's holders, paid from its dividend account."""
     product = app.client.get_investment_product(product_id)
     exponent = _exponent(app, product)
@@ -114,7 +108,7 @@ def invest_dividend(app: AppContext, product_id: int, amount: str, idempotency_k
     confirm(f"Pay {format_minor(minor, exponent)} {product.currency} to the {product.holders:,} holders of "
             f"{product.name!r}?", yes)
     key = idempotency_key or str(uuid.uuid4())
-    ticket = app.client.distribute_dividend(product_id, minor, key, _actor())
+    ticket = app.client.distribute_dividend(product_id, minor, key, staff_id)
     emit(ticket, as_json, ticket.message + (" (replayed)" if ticket.replayed else ""))
 
 
@@ -136,9 +130,9 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     """A product, investors, executions through a job worker, a dividend through the payout workers, a flag
     switched off and on, a rate limit hit."""
     say("== investments: durable jobs, dividends, feature flags, rate limits")
-    actor = f"demo-{run}"
+    operator = c.create_staff(f"demo operator {run}").id
     world = c.open_system_account("EUR", "system", name=f"investment funding {run}").id
-    product = c.create_investment_product(f"Demo fund {run}", "EUR", actor, f"{run}-product")
+    product = c.create_investment_product(f"Demo fund {run}", "EUR", operator, f"{run}-product")
     say("   " + describe_product(product, 2))
     investors = []
     for i, (funds, amount) in enumerate(((50_000, 10_000), (50_000, 25_000), (50_000, 40_000), (1_000, 5_000))):
@@ -155,7 +149,7 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
     for _, investment_id in investors:
         say("   " + describe_investment(c.get_investment(investment_id), 2))
     c.fund_account(world, product.dividend_account_id, 1000_01, f"{run}-fund-dividends")
-    ticket = c.distribute_dividend(product.product_id, 1000_01, f"{run}-dividend", actor)
+    ticket = c.distribute_dividend(product.product_id, 1000_01, f"{run}-dividend", operator)
     say(f"-- {ticket.message}: 1,000.01 pro rata to 100.00 / 250.00 / 400.00")
     JobWorker(url, poll_interval=0.05).run(once=True)
     PayoutWorker(url, poll_interval=0.05).run(once=True)
@@ -164,13 +158,13 @@ def demo_investments(c: Client, url: str, run: str, say: Say) -> None:
         say(f"   wallet {wallet}: balance {format_minor(c.get_account(wallet).balance, 2)}")
     say("-- switch investment_module_enabled off: the next call is refused; on again: accepted")
     wallet = investors[0][0]
-    c.set_feature_flag("investment_module_enabled", False, actor)
+    c.set_feature_flag("investment_module_enabled", False, operator)
     try:
         c.create_investment(wallet, product.product_id, 100, f"{run}-off", acting_user=f"investor-0-{run}")
     except FeatureDisabled as exc:
         say(f"   refused: {exc.code} ({exc.http_status}): {exc.detail}")
     finally:
-        c.set_feature_flag("investment_module_enabled", True, actor)
+        c.set_feature_flag("investment_module_enabled", True, operator)
     say("   " + describe_investment(c.create_investment(wallet, product.product_id, 100, f"{run}-on",
                                                     acting_user=f"investor-0-{run}"), 2))
     say("-- the same investor keeps creating investments: 5 an hour, then RATE_LIMITED")

@@ -271,10 +271,10 @@ def idempotency_key(request: Request, body: Mapping[str, Any]) -> Any:
 
 @handler("create_investment_product")
 def _create_investment_product(edge: Edge, request: Request) -> Any:
-    """``{name, currency, actor}`` + key: a product (the database role must be pgwallet_staff)."""
+    """``{name, currency, staff_id}`` + key: a product (the database role must be pgwallet_staff)."""
     body = request.json()
     return edge.client.create_investment_product(
-        name=_field(body, "name"), currency=_field(body, "currency"), actor=_field(body, "actor"),
+        name=_field(body, "name"), currency=_field(body, "currency"), staff_id=_field(body, "staff_id"),
         idempotency_key=idempotency_key(request, body))
 
 
@@ -301,12 +301,12 @@ def _execute_investment(edge: Edge, request: Request) -> Any:
 
 @handler("distribute_dividend")
 def _distribute_dividend(edge: Edge, request: Request) -> Any:
-    """``{product_id, amount: "1000.00", actor}`` + key: queued at once (the database role must be
+    """``{product_id, amount: "1000.00", staff_id}`` + key: queued at once (the database role must be
     pgwallet_staff)."""
     body = request.json()
     return edge.client.distribute_dividend(
         product_id=_field(body, "product_id"), amount=edge.amount(_field(body, "amount"), "amount"),
-        actor=_field(body, "actor"), idempotency_key=idempotency_key(request, body))
+        staff_id=_field(body, "staff_id"), idempotency_key=idempotency_key(request, body))
 
 
 def process_bar_order(body: Body, headers: Headers = None) -> Response:

@@ -20,12 +20,12 @@ from pyapp.results import Result
 
 FLAGS = ("investment_module_enabled", "investment_execution_enabled", "dividend_distribution_enabled")
 ACTIONS = ("create_investment_product", "create_investment", "execute_investment", "distribute_dividend")
-ACTOR = NAME
 MAX_CALLS = _whole(1, 1_000_000)
 WINDOW = _whole(1, 31_536_000)
 
 Key = Annotated[str, KEY]
-Actor = Annotated[str, ACTOR]
+#: The active staff member a staff call acts as (pgwallet.staff): recorded, and what rate limits count.
+StaffId = Annotated[int, ID]
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def _limits(value: Any) -> list[RateLimit]:
 
 
 @procedure("pgwallet.create_investment_product")
-def create_investment_product(name: Annotated[str, NAME], currency: Annotated[str, CURRENCY], actor: Actor,
+def create_investment_product(name: Annotated[str, NAME], currency: Annotated[str, CURRENCY], staff_id: StaffId,
                               idempotency_key: Key) -> Product:
     """A product with its account (receives the investments) and its dividend account (staff)."""
     raise NotImplementedError
@@ -162,7 +162,7 @@ def run_investment_execution(job_id: JobId, worker: Worker) -> Job:
 
 @procedure("pgwallet.distribute_dividend")
 def distribute_dividend(product_id: Annotated[int, ID], amount: Annotated[int, AMOUNT], idempotency_key: Key,
-                        actor: Actor) -> JobTicket:
+                        staff_id: StaffId) -> JobTicket:
     """Queue a dividend paid pro rata to the holders from the product's dividend account (staff)."""
     raise NotImplementedError
 
@@ -186,7 +186,8 @@ def list_feature_flags() -> list[FeatureFlag]:
 
 
 @procedure("pgwallet.set_feature_flag")
-def set_feature_flag(name: Annotated[str, IDENTIFIER], enabled: Annotated[bool, FLAG], actor: Actor) -> FeatureFlag:
+def set_feature_flag(name: Annotated[str, IDENTIFIER], enabled: Annotated[bool, FLAG],
+                     staff_id: StaffId) -> FeatureFlag:
     """Switch a flag on or off; the next call sees it (staff)."""
     raise NotImplementedError
 

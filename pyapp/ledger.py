@@ -88,10 +88,10 @@ def user_transfer(acting_user: ActingUser, debit_account_id: AccountId, credit_a
 
 
 @procedure("pgwallet.fund_account")
-def fund_account(source_account_id: AccountId, account_id: AccountId, amount: Amount,
+def fund_account(debit_account_id: AccountId, credit_account_id: AccountId, amount: Amount,
                  idempotency_key: IdempotencyKey, metadata: Metadata = None) -> Transfer:
-    """Move ``amount`` into an account out of any account, one that may go negative included (admin tier):
-    how money enters the ledger."""
+    """Move ``amount`` into ``credit_account_id`` out of any account, one that may go negative included
+    (admin tier): how money enters the ledger."""
     raise NotImplementedError
 
 

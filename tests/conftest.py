@@ -149,54 +149,57 @@ def db_url(pg_server: Server, template_db: str) -> Iterator[str]:
         janitor.drop()
 
 
-def account_owner(url: str, account_id: Any) -> str:
-    """The owner of ``account_id`` ('nobody' for an unowned or missing one: the call is then refused by the
-    database, FORBIDDEN or ACCOUNT_NOT_FOUND), read on the snapshot connection."""
-    snapshot(url)  # opens the kept connection
-    conn = _snapshots[url][0]
-    if isinstance(account_id, bool) or not isinstance(account_id, int) or not 0 < account_id < 2**63:
-        return "nobody"
-    row = conn.execute("select owner from pgwallet.accounts where id = %s", (account_id,)).fetchone()
-    return str(row[0]) if row and row[0] else "nobody"
+#: An ``acting_user`` that stands for "the owner of the account this call debits", resolved at call time.
+OWNER = "<the debited account's owner>"
+
+# where each end-user call names the account it debits: (position, keyword), and whether it is an investment
+_DEBITED = {"create_queue_item": (1, "user_id"), "purchase_tip_grid_item": (0, "user_id"),
+            "create_investment": (0, "wallet_account_id"), "execute_investment": (0, "investment_id")}
 
 
-def _investment_wallet(url: str, investment_id: Any) -> Any:
-    if isinstance(investment_id, bool) or not isinstance(investment_id, int) or not 0 < investment_id < 2**63:
+def _row(url: str, sql: str, value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
         return None
-    row = _snapshots[url][0].execute("select wallet_account_id from pgwallet.investments where id = %s",
-                                     (investment_id,)).fetchone() if url in _snapshots else None
+    snapshot(url)  # opens the kept connection
+    row = _snapshots[url][0].execute(sql, (value,)).fetchone()
     return row[0] if row else None
 
 
+def with_acting_user(url: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with ``acting_user`` set to the owner of the account the call debits when it is missing or
+    :data:`OWNER` ('nobody' for an unowned or missing account: the database then refuses the call)."""
+    if method not in _DEBITED or kwargs.get("acting_user", OWNER) != OWNER:
+        return kwargs
+    position, name = _DEBITED[method]
+    target = args[position] if len(args) > position else kwargs.get(name)
+    if method == "execute_investment":
+        target = _row(url, "select wallet_account_id from pgwallet.investments where id = %s", target)
+    owner = _row(url, "select owner from pgwallet.accounts where id = %s", target)
+    return {**kwargs, "acting_user": owner or "nobody"}
+
+
 class ActingClient(Client):
-    """The tests' client: a queue intake, tip-grid purchase or investment that names no ``acting_user`` acts
-    as the owner of the wallet it debits. The queue's tests are about the queue; who may debit a wallet has tests
-    of its own (tests/test_trust.py), which name the acting user themselves."""
+    """The tests' client: a queue intake, tip-grid purchase or investment that names no ``acting_user`` (or
+    :data:`OWNER`) acts as the owner of the wallet it debits. Those tests are about the queue and the
+    investments; who may debit a wallet has tests of its own (tests/test_trust.py), which name the acting
+    user themselves."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
         super().__init__(url, **kwargs)
         self._url = url
 
     def create_queue_item(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if "acting_user" not in kwargs:
-            kwargs["acting_user"] = account_owner(self._url, args[1] if len(args) > 1 else kwargs.get("user_id"))
-        return super().create_queue_item(*args, **kwargs)
-
-    def create_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if "acting_user" not in kwargs:
-            kwargs["acting_user"] = account_owner(self._url, args[0] if args else kwargs.get("wallet_account_id"))
-        return super().create_investment(*args, **kwargs)
-
-    def execute_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if "acting_user" not in kwargs:
-            investment = args[0] if args else kwargs.get("investment_id")
-            kwargs["acting_user"] = account_owner(self._url, _investment_wallet(self._url, investment))
-        return super().execute_investment(*args, **kwargs)
+        return super().create_queue_item(*args, **with_acting_user(self._url, "create_queue_item", args, kwargs))
 
     def purchase_tip_grid_item(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        if "acting_user" not in kwargs:
-            kwargs["acting_user"] = account_owner(self._url, args[0] if args else kwargs.get("user_id"))
-        return super().purchase_tip_grid_item(*args, **kwargs)
+        return super().purchase_tip_grid_item(
+            *args, **with_acting_user(self._url, "purchase_tip_grid_item", args, kwargs))
+
+    def create_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().create_investment(*args, **with_acting_user(self._url, "create_investment", args, kwargs))
+
+    def execute_investment(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        return super().execute_investment(*args, **with_acting_user(self._url, "execute_investment", args, kwargs))
 
 
 @pytest.fixture

@@ -21,13 +21,14 @@ class Stage:
         self.world = client.open_system_account("EUR", "system", name="world").id
         self._keys = itertools.count()
         self.owners: dict[int, str] = {}  # wallet -> the end user who owns it
+        self.ops = client.create_staff("ops").id  # the staff member the staff calls act as
         self.product = self.new_product("Green bonds")
 
     def key(self, prefix: str = "k") -> str:
         return f"{prefix}-{next(self._keys)}"
 
     def new_product(self, name: str, currency: str = "EUR") -> Product:
-        return self.client.create_investment_product(name, currency, "ops", self.key("product"))
+        return self.client.create_investment_product(name, currency, self.ops, self.key("product"))
 
     def wallet(self, amount: int = 100_000, currency: str = "EUR") -> int:
         owner = self.key("investor")
@@ -68,7 +69,7 @@ class Stage:
         return PayoutWorker(self.url, poll_interval=0.05).run(once=True)
 
     def set_flag(self, name: str, enabled: bool) -> None:
-        self.client.set_feature_flag(name, enabled, "test")
+        self.client.set_feature_flag(name, enabled, self.ops)
 
     def sql(self, statement: str, *args: Any) -> list[tuple[Any, ...]]:
         with psycopg.connect(self.url, autocommit=True) as conn:

@@ -15,6 +15,7 @@ class Stage:
         self.mint = client.open_system_account("TOKEN", "system", name="mint").id
         self.fees = client.open_account("TOKEN", "fees", name="platform fees").id
         self._keys = itertools.count()
+        self.owners: dict[int, str] = {}  # wallet -> the end user who owns it
 
     def key(self, prefix: str = "k") -> str:
         return f"{prefix}-{next(self._keys)}"
@@ -25,7 +26,9 @@ class Stage:
         return performer
 
     def user(self, tokens: int = 1000) -> int:
-        user = self.client.open_account("TOKEN", "user_wallet", owner=self.key("user")).id
+        owner = self.key("user")
+        user = self.client.open_account("TOKEN", "user_wallet", owner=owner).id
+        self.owners[user] = owner
         if tokens:
             self.client.fund_account(self.mint, user, tokens, self.key("fund"))
         return user

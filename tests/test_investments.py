@@ -26,22 +26,22 @@ def stage(client: Client, db_url: str) -> Stage:
 def test_a_product_has_an_investment_account_and_a_dividend_account(stage: Stage) -> None:
     c, product = stage.client, stage.product
     assert (product.name, product.currency, product.created_by, product.invested_amount, product.holders) == (
-        "Green bonds", "EUR", "ops", 0, 0)
+        "Green bonds", "EUR", f"ops (staff {stage.ops})", 0, 0)
     account, dividends = c.get_account(product.account_id), c.get_account(product.dividend_account_id)
     assert (account.kind, account.collector, dividends.kind, dividends.collector) == ("escrow", True, "pool", False)
     assert c.get_investment_product(product.product_id) == product
-    again = c.create_investment_product("Blue bonds", "EUR", "ops", "same-key")
+    again = c.create_investment_product("Blue bonds", "EUR", stage.ops, "same-key")
     with pytest.raises(errors.DuplicateRequest) as taken:
-        c.create_investment_product("Green bonds", "EUR", "ops", "other-key")
+        c.create_investment_product("Green bonds", "EUR", stage.ops, "other-key")
     assert taken.value.field == "name"
-    assert c.create_investment_product("Blue bonds", "EUR", "ops", "same-key").replayed
+    assert c.create_investment_product("Blue bonds", "EUR", stage.ops, "same-key").replayed
     with pytest.raises(errors.DuplicateRequest) as reused:
-        c.create_investment_product("Other", "EUR", "ops", "same-key")
+        c.create_investment_product("Other", "EUR", stage.ops, "same-key")
     assert reused.value.field == "idempotency_key" and again.product_id
     with pytest.raises(errors.ProductNotFound):
         c.get_investment_product(10**12)
     with pytest.raises(errors.InvalidRequest) as bad:
-        c.create_investment_product("X", "XXX", "ops", "k")
+        c.create_investment_product("X", "XXX", stage.ops, "k")
     assert bad.value.field == "currency"
 
 
@@ -84,7 +84,7 @@ def test_create_investment_refusals(stage: Stage) -> None:
     frozen = c.set_account_status(stage.wallet(0), "frozen").id
     closed = c.set_account_status(stage.wallet(0), "closed").id
     usd = stage.wallet(0, currency="USD")
-    card = c.open_account("EUR", "card").id
+    card = c.open_account("EUR", "card", owner="card-holder").id
     cases = [((10**12, product), errors.AccountNotFound, "wallet_account_id"),
              ((wallet, 10**12), errors.ProductNotFound, "product_id"),
              ((frozen, product), errors.AccountFrozen, "wallet_account_id"),
@@ -135,7 +135,7 @@ def test_a_refused_execution_fails_at_once_and_staff_retry_it(stage: Stage) -> N
     assert stage.balance(wallet) == 1000
     with pytest.raises(errors.InvalidStateTransition):
         stage.execute(investment.investment_id)
-    c.transfer(stage.world, wallet, 4000, "top-up")
+    c.fund_account(stage.world, wallet, 4000, "top-up")
     assert c.retry_job(ticket.job_id).status == "queued"
     assert c.get_investment(investment.investment_id).status == "queued"
     stage.work()
@@ -165,7 +165,7 @@ def test_flags_refuse_at_once_and_defer_queued_jobs(stage: Stage, db_url: str) -
     assert [(f.name, f.enabled) for f in c.list_feature_flags()] == sorted((f, True) for f in FLAGS)
     stage.set_flag("investment_module_enabled", False)
     for call in (lambda: stage.invest(wallet, 10), lambda: stage.new_product("Off"),
-                 lambda: c.distribute_dividend(stage.product.product_id, 1, "d", "ops")):
+                 lambda: c.distribute_dividend(stage.product.product_id, 1, "d", stage.ops)):
         before = snapshot(db_url)
         with pytest.raises(errors.FeatureDisabled) as off:
             call()
@@ -187,7 +187,7 @@ def test_flags_refuse_at_once_and_defer_queued_jobs(stage: Stage, db_url: str) -
     stage.work()
     assert c.get_investment(investment.investment_id).status == "executed"
     with pytest.raises(errors.InvalidRequest) as unknown:
-        c.set_feature_flag("no_such_flag", True, "ops")
+        c.set_feature_flag("no_such_flag", True, stage.ops)
     assert unknown.value.field == "name"
 
 
@@ -236,14 +236,14 @@ def test_a_dividend_is_paid_pro_rata_through_the_payout_workers(stage: Stage) ->
     stage.invested(wallets[0], 300)  # a holder's share is the sum of its executed investments
     stage.invest(wallets[1], 5000)  # pending: not a holder's share
     with pytest.raises(errors.InsufficientFunds) as unfunded:
-        c.distribute_dividend(stage.product.product_id, 1001, "div-1", "ops")
+        c.distribute_dividend(stage.product.product_id, 1001, "div-1", stage.ops)
     assert unfunded.value.field == "amount"
     stage.fund_dividends(1001)
-    ticket = c.distribute_dividend(stage.product.product_id, 1001, "div-1", "ops")
+    ticket = c.distribute_dividend(stage.product.product_id, 1001, "div-1", stage.ops)
     assert ticket.status == "queued" and ticket.dividend_id and not ticket.replayed
-    assert c.distribute_dividend(stage.product.product_id, 1001, "div-1", "ops").replayed
+    assert c.distribute_dividend(stage.product.product_id, 1001, "div-1", stage.ops).replayed
     with pytest.raises(errors.DuplicateRequest):
-        c.distribute_dividend(stage.product.product_id, 1000, "div-1", "ops")
+        c.distribute_dividend(stage.product.product_id, 1000, "div-1", stage.ops)
     assert stage.work() == 1
     dividend = c.get_dividend(ticket.dividend_id)
     assert (dividend.status, dividend.holders, dividend.payout_status) == ("distributing", 3, "queued")
@@ -261,13 +261,13 @@ def test_a_dividend_is_paid_pro_rata_through_the_payout_workers(stage: Stage) ->
 def test_dividend_refusals_and_failures(stage: Stage) -> None:
     c = stage.client
     with pytest.raises(errors.InvalidStateTransition) as nobody:
-        c.distribute_dividend(stage.product.product_id, 10, "d0", "ops")
+        c.distribute_dividend(stage.product.product_id, 10, "d0", stage.ops)
     assert nobody.value.field == "product_id"
     with pytest.raises(errors.ProductNotFound):
-        c.distribute_dividend(10**12, 10, "d0", "ops")
+        c.distribute_dividend(10**12, 10, "d0", stage.ops)
     stage.invested(stage.wallet(1000), 100)
     stage.fund_dividends(100)
-    ticket = c.distribute_dividend(stage.product.product_id, 100, "d1", "ops")
+    ticket = c.distribute_dividend(stage.product.product_id, 100, "d1", stage.ops)
     c.set_account_status(stage.product.dividend_account_id, "frozen")
     stage.work()
     job = c.get_job(ticket.job_id)
@@ -281,7 +281,7 @@ def test_dividend_refusals_and_failures(stage: Stage) -> None:
     assert c.get_dividend(ticket.dividend_id or 0).paid_amount == 100
     stage.set_flag("dividend_distribution_enabled", False)
     with pytest.raises(errors.FeatureDisabled):
-        c.distribute_dividend(stage.product.product_id, 1, "d2", "ops")
+        c.distribute_dividend(stage.product.product_id, 1, "d2", stage.ops)
 
 
 def test_a_dividend_over_1000_holders_adds_up_exactly(stage: Stage) -> None:
@@ -290,12 +290,14 @@ def test_a_dividend_over_1000_holders_adds_up_exactly(stage: Stage) -> None:
     c, product = stage.client, stage.product
     amounts = [1 + (i * 7919) % 997 for i in range(1000)]
     rows = stage.sql("""
-        with w as (select (pgwallet.open_account('EUR', 'user_wallet')->>'id')::bigint as id, g.n, g.amount
+        with w as (select (pgwallet.open_account('EUR', 'user_wallet', p_owner => 'holder-' || g.n)->>'id')::bigint
+                          as id, g.n, g.amount
                    from unnest(%s::bigint[]) with ordinality g(amount, n)),
-             f as (select w.*, pgwallet.transfer(%s, w.id, w.amount, 'fund-' || w.id) from w),
-             i as (select f.*, (pgwallet.create_investment(f.id, %s, f.amount, 'inv-' || f.id)
+             f as (select w.*, pgwallet.fund_account(%s, w.id, w.amount, 'fund-' || w.id) from w),
+             i as (select f.*, (pgwallet.create_investment(f.id, %s, f.amount, 'inv-' || f.id, 'holder-' || f.n)
                                 ->>'investment_id')::bigint as investment from f)
-        select i.id, i.amount, pgwallet.execute_investment(i.investment, 'exec-' || i.id)->>'job_id' from i
+        select i.id, i.amount,
+               pgwallet.execute_investment(i.investment, 'exec-' || i.id, 'holder-' || i.n)->>'job_id' from i
         order by i.id""", amounts, stage.world, product.product_id)
     assert len(rows) == 1000
     stage.sql("select pgwallet.run_investment_execution((j->>'job_id')::bigint, 'bulk') "
@@ -303,7 +305,7 @@ def test_a_dividend_over_1000_holders_adds_up_exactly(stage: Stage) -> None:
     assert c.get_investment_product(product.product_id).holders == 1000
     total = 1_000_003
     stage.fund_dividends(total)
-    ticket = c.distribute_dividend(product.product_id, total, "big", "ops")
+    ticket = c.distribute_dividend(product.product_id, total, "big", stage.ops)
     stage.work()
     stage.pay()
     dividend = c.get_dividend(ticket.dividend_id or 0)
@@ -354,10 +356,10 @@ def test_edge_takes_the_key_from_the_body_or_the_header(stage: Stage, client: Cl
     stage.work()
     stage.fund_dividends(1000)
     status, dividend = edge.handle("distribute_dividend", {"product_id": stage.product.product_id, "amount": "10",
-                                                           "actor": "ops", "idempotency_key": "dd"})
+                                                           "staff_id": stage.ops, "idempotency_key": "dd"})
     assert status == 200 and dividend["data"]["dividend_id"] and dividend["data"]["status"] == "queued"
     status, product = edge.handle("create_investment_product", {"name": "Edge fund", "currency": "EUR",
-                                                                "actor": "ops"}, {"Idempotency-Key": "p1"})
+                                                                "staff_id": stage.ops}, {"Idempotency-Key": "p1"})
     assert status == 200 and product["data"]["invested_amount"] == "0.00"
 
 
@@ -387,10 +389,10 @@ def test_the_async_client_raises_the_same_typed_errors(stage: Stage, db_url: str
     async def calls() -> tuple[errors.RateLimited, errors.FeatureDisabled]:
         async with AsyncClient(db_url) as ac:
             with pytest.raises(errors.RateLimited) as limited:
-                await ac.create_investment(wallet, product, 9, "async-limited")
+                await ac.create_investment(wallet, product, 9, "async-limited", acting_user=stage.owners[wallet])
             stage.set_flag("investment_execution_enabled", False)
             with pytest.raises(errors.FeatureDisabled) as off:
-                await ac.execute_investment(1, "async-off")
+                await ac.execute_investment(1, "async-off", acting_user="anyone")  # the flag answers first
             stage.set_flag("investment_execution_enabled", True)
             return limited.value, off.value
 
@@ -404,19 +406,20 @@ def test_roles_app_invests_staff_operates(stage: Stage, db_url: str) -> None:
     wallet, product = stage.wallet(1000), stage.product.product_id
     with psycopg.connect(db_url, autocommit=True) as conn:
         conn.execute("set role pgwallet_app")
-        conn.execute("select pgwallet.create_investment(%s, %s, 10, 'as-app')", (wallet, product))
+        conn.execute("select pgwallet.create_investment(%s, %s, 10, 'as-app', %s)",
+                     (wallet, product, stage.owners[wallet]))
         conn.execute("select pgwallet.list_feature_flags(), pgwallet.get_investment_product(%s)", (product,))
-        for statement in ("select pgwallet.create_investment_product('x', 'EUR', 'app', 'k')",
-                          "select pgwallet.distribute_dividend(1, 1, 'k', 'app')",
+        for statement in ("select pgwallet.create_investment_product('x', 'EUR', 1, 'k')",
+                          "select pgwallet.distribute_dividend(1, 1, 'k', 1)",
                           "select pgwallet.fetch_jobs('w')",
-                          "select pgwallet.set_feature_flag('investment_module_enabled', false, 'app')",
+                          "select pgwallet.set_feature_flag('investment_module_enabled', false, 1)",
                           "select pgwallet.take_rate_limit('create_investment', 'x')",
                           "select * from pgwallet.jobs"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
         conn.execute("reset role")
         conn.execute("set role pgwallet_staff")
-        conn.execute("select pgwallet.create_investment_product('staff fund', 'EUR', 'staff', 'k')")
+        conn.execute("select pgwallet.create_investment_product('staff fund', 'EUR', %s, 'k')", (stage.ops,))
         conn.execute("select pgwallet.fetch_jobs('w', array['nothing'])")
         conn.execute("reset role")
         conn.execute("set role pgwallet_readonly")

@@ -48,7 +48,9 @@ def parallel(url: str, count: int, call: Callable[[Client, int], Any]) -> list[A
 def test_twenty_concurrent_calls_under_a_limit_of_five(client: Client, db_url: str) -> None:
     stage = Stage(client, db_url)
     wallet, product = stage.wallet(), stage.product.product_id
-    results = parallel(db_url, 20, lambda c, i: c.create_investment(wallet, product, 10 + i, f"storm-{i}"))
+    owner = stage.owners[wallet]
+    results = parallel(db_url, 20, lambda c, i: c.create_investment(wallet, product, 10 + i, f"storm-{i}",
+                                                                     acting_user=owner))
     accepted = [r for r in results if not isinstance(r, Exception)]
     limited = [r for r in results if isinstance(r, errors.RateLimited)]
     assert len(accepted) == 5 and len(limited) == 15, results
@@ -63,7 +65,8 @@ def test_executions_a_wallet_cannot_cover_are_refused_each_once(client: Client, 
     client.set_rate_limit("create_investment", 100, 3600)
     wallet = stage.wallet(1000)
     investments = [stage.invest(wallet, 300).investment_id for _ in range(10)]
-    tickets = parallel(db_url, 10, lambda c, i: c.execute_investment(investments[i], f"exec-{i}"))
+    tickets = parallel(db_url, 10, lambda c, i: c.execute_investment(investments[i], f"exec-{i}",
+                                                                     acting_user=stage.owners[wallet]))
     assert all(t.status == "queued" for t in tickets) and len({t.job_id for t in tickets}) == 10
     workers = [JobWorker(db_url, poll_interval=0.05) for _ in range(3)]
     with ThreadPoolExecutor(3) as pool:
@@ -79,11 +82,13 @@ def test_a_replay_storm_queues_one_job(client: Client, db_url: str) -> None:
     stage = Stage(client, db_url)
     wallet = stage.wallet(1000)
     investment = stage.invest(wallet, 250).investment_id
-    tickets = parallel(db_url, 20, lambda c, i: c.execute_investment(investment, "same-key"))
+    tickets = parallel(db_url, 20, lambda c, i: c.execute_investment(investment, "same-key",
+                                                                     acting_user=stage.owners[wallet]))
     assert not any(isinstance(t, Exception) for t in tickets), tickets
     assert len({t.job_id for t in tickets}) == 1 and sum(not t.replayed for t in tickets) == 1
     product = stage.product.product_id
-    created = parallel(db_url, 20, lambda c, i: c.create_investment(wallet, product, 5, "create-same-key"))
+    created = parallel(db_url, 20, lambda c, i: c.create_investment(wallet, product, 5, "create-same-key",
+                                                                     acting_user=stage.owners[wallet]))
     assert len({c.investment_id for c in created}) == 1 and sum(not c.replayed for c in created) == 1
     # one hit per accepted call: the first create, the execution, the storm's one create
     assert stage.sql("select action, count(*) from pgwallet.rate_limit_hits where subject = %s group by 1 "

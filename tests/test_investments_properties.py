@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import snapshot
+from conftest import OWNER, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_properties import (
@@ -81,12 +81,14 @@ class InvestWorld:
     dividend: int
     used_key: str  # used by every investment call, for another request
     dividend_funds: int
+    staff: int  # the active staff member the staff calls act as
 
 
 def build_world(c: Client, url: str) -> InvestWorld:
     tag = uuid.uuid4().hex[:8]
     kind = f"prop{tag}"  # job kinds of this world only (several worlds share a database)
-    world = c.open_account("EUR", "system").id
+    world = c.open_system_account("EUR", "system").id
+    ops = c.create_staff(f"prop {tag}").id
     # jobs in every state
     queued = c.enqueue_job(f"{kind}.queued", {"used": True}, f"{tag}-used").job_id
     running = c.enqueue_job(f"{kind}.running", {}, f"{tag}-running").job_id
@@ -104,12 +106,12 @@ def build_world(c: Client, url: str) -> InvestWorld:
     c.fetch_jobs("w", [f"{kind}.old"])
     c.complete_job(old, "w")
     # investments
-    product = c.create_investment_product(f"{tag} fund", "EUR", tag, f"{tag}-used")
-    empty = c.create_investment_product(f"{tag} empty", "EUR", tag, f"{tag}-empty")
+    product = c.create_investment_product(f"{tag} fund", "EUR", ops, f"{tag}-used")
+    empty = c.create_investment_product(f"{tag} empty", "EUR", ops, f"{tag}-empty")
     wallets = []
     for i in range(3):
-        wallet = c.open_account("EUR", "user_wallet").id
-        c.transfer(world, wallet, 10_000, f"{tag}-fund-{i}")
+        wallet = c.open_account("EUR", "user_wallet", owner=f"{tag}-investor-{i}").id
+        c.fund_account(world, wallet, 10_000, f"{tag}-fund-{i}")
         wallets.append(wallet)
     holder, investor, other = wallets
     executed = c.create_investment(holder, product.product_id, 100, f"{tag}-used").investment_id
@@ -120,23 +122,24 @@ def build_world(c: Client, url: str) -> InvestWorld:
     execution_job = c.execute_investment(leased, f"{tag}-leased").job_id
     c.fetch_jobs("w", ["investment_execution"], 1, 3600)
     pending = c.create_investment(other, product.product_id, 300, f"{tag}-pending").investment_id
-    c.transfer(world, product.dividend_account_id, 1000, f"{tag}-fund-dividends")
+    c.fund_account(world, product.dividend_account_id, 1000, f"{tag}-fund-dividends")
     for job in c.fetch_jobs("setup", ["dividend"], 1000):  # older worlds' dividends: out of the way
         c.run_dividend(job.job_id, "setup")
-    ticket = c.distribute_dividend(product.product_id, 100, f"{tag}-used", tag)
+    ticket = c.distribute_dividend(product.product_id, 100, f"{tag}-used", ops)
     c.fetch_jobs("w", ["dividend"], 1, 3600)
-    frozen = c.set_account_status(c.open_account("EUR", "user_wallet").id, "frozen").id
-    closed = c.set_account_status(c.open_account("EUR", "user_wallet").id, "closed").id
+    frozen = c.set_account_status(c.open_account("EUR", "user_wallet", owner=f"{tag}-f").id, "frozen").id
+    closed = c.set_account_status(c.open_account("EUR", "user_wallet", owner=f"{tag}-c").id, "closed").id
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("update pgwallet.jobs set locked_until = now() - interval '1 minute' where kind = %s",
                      (f"{kind}.expired",))
         conn.execute("update pgwallet.jobs set finished_at = now() - interval '2 days' where id = %s", (old,))
         conn.execute("update pgwallet.rate_limit_hits set created_at = created_at - interval '2 hours' "
-                     "where subject = %s", (tag,))  # old hits, for purge_rate_limit_hits
+                     "where subject = %s", (f"staff:{ops}",))  # old hits, for purge_rate_limit_hits
+    usd = c.open_account("USD", "user_wallet", owner=f"{tag}-u").id
+    card = c.open_account("EUR", "card", owner=f"{tag}-card").id
     return InvestWorld(kind, queued, running, succeeded, failed, f"{tag}-used", product.product_id, empty.product_id,
-                       product.name, investor, frozen, closed, c.open_account("USD", "user_wallet").id,
-                       c.open_account("EUR", "card").id, pending, executed, execution_job, ticket.job_id,
-                       ticket.dividend_id or 0, f"{tag}-used", 1000)
+                       product.name, investor, frozen, closed, usd, card, pending, executed, execution_job,
+                       ticket.job_id, ticket.dividend_id or 0, f"{tag}-used", 1000, ops)
 
 
 def valid_call(method: str, w: InvestWorld) -> dict[str, Any]:
@@ -153,18 +156,18 @@ def valid_call(method: str, w: InvestWorld) -> dict[str, Any]:
         "get_job": {"job_id": w.running},
         "list_jobs": {"status": "queued", "kind": f"{w.kind}.queued", "limit": 10, "before_id": BIGINT_MAX},
         "purge_jobs": {"batch_size": 10},
-        "create_investment_product": {"name": fresh, "currency": "EUR", "actor": "prop", "idempotency_key": fresh},
+        "create_investment_product": {"name": fresh, "currency": "EUR", "staff_id": w.staff, "idempotency_key": fresh},
         "get_investment_product": {"product_id": w.product},
         "create_investment": {"wallet_account_id": w.investor, "product_id": w.product, "amount": 10,
-                              "idempotency_key": fresh},
-        "execute_investment": {"investment_id": w.pending, "idempotency_key": fresh},
+                              "idempotency_key": fresh, "acting_user": OWNER},
+        "execute_investment": {"investment_id": w.pending, "idempotency_key": fresh, "acting_user": OWNER},
         "get_investment": {"investment_id": w.executed},
         "run_investment_execution": {"job_id": w.execution_job, "worker": "w"},
-        "distribute_dividend": {"product_id": w.product, "amount": 10, "idempotency_key": fresh, "actor": "prop"},
+        "distribute_dividend": {"product_id": w.product, "amount": 10, "idempotency_key": fresh, "staff_id": w.staff},
         "run_dividend": {"job_id": w.dividend_job, "worker": "w"},
         "get_dividend": {"dividend_id": w.dividend},
         "list_feature_flags": {},
-        "set_feature_flag": {"name": "dividend_distribution_enabled", "enabled": True, "actor": "prop"},
+        "set_feature_flag": {"name": "dividend_distribution_enabled", "enabled": True, "staff_id": w.staff},
         "list_rate_limits": {},
         "set_rate_limit": {"action": "distribute_dividend", "max_calls": 7, "window_seconds": 3600},
         "purge_rate_limit_hits": {"batch_size": 10},
@@ -189,7 +192,11 @@ def refusals(method: str, w: InvestWorld) -> dict[str, list[Bad]]:
     other_worker = refusal(st.sampled_from(["w2", "dead", "W"]), transition, "job_id")
     worker = [Bad(bad_text(1, 200, required=True)), other_worker]
     key = [Bad(KEY), refusal(st.just(w.used_key), "DUPLICATE_REQUEST")]
-    actor = [Bad(bad_text(1, 200, required=True))]
+    staff = [Bad(ID), refusal(missing_ids(), "STAFF_NOT_AUTHORIZED")]
+
+    def acting_user(field: str) -> list[Bad]:
+        return [Bad(bad_text(1, 200, required=True).filter(lambda v: v != OWNER)),
+                refusal(st.just("mallory"), "FORBIDDEN", field)]
     wallet = [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"), refusal(st.just(w.frozen), "ACCOUNT_FROZEN"),
               refusal(st.just(w.closed), "ACCOUNT_CLOSED"), refusal(st.just(w.usd), "CURRENCY_MISMATCH"),
               Bad(st.just(w.card))]
@@ -220,15 +227,16 @@ def refusals(method: str, w: InvestWorld) -> dict[str, list[Bad]]:
         "create_investment_product": {
             "name": [Bad(bad_text(1, 200, required=True)), refusal(st.just(w.product_name), "DUPLICATE_REQUEST")],
             "currency": [Bad(bad_text(1, 16, required=True)), Bad(st.sampled_from(["XXX", "eur", "EURO"]))],
-            "actor": actor, "idempotency_key": key,
+            "staff_id": staff, "idempotency_key": key,
         },
         "get_investment_product": {"product_id": product},
         "create_investment": {"wallet_account_id": wallet, "product_id": product,
-                              "amount": [Bad(bad_int(1, BIGINT_MAX, required=True))], "idempotency_key": key},
+                              "amount": [Bad(bad_int(1, BIGINT_MAX, required=True))], "idempotency_key": key,
+                              "acting_user": acting_user("wallet_account_id")},
         "execute_investment": {
             "investment_id": [Bad(ID), refusal(missing_ids(), "INVESTMENT_NOT_FOUND"),
                               refusal(st.just(w.executed), transition)],
-            "idempotency_key": key,
+            "idempotency_key": key, "acting_user": acting_user("investment_id"),
         },
         "get_investment": {"investment_id": [Bad(ID), refusal(missing_ids(), "INVESTMENT_NOT_FOUND")]},
         "run_investment_execution": {"job_id": [*job_id, not_leased, Bad(st.sampled_from([w.running, w.dividend_job]))],
@@ -237,7 +245,7 @@ def refusals(method: str, w: InvestWorld) -> dict[str, list[Bad]]:
             "product_id": [*product, refusal(st.just(w.empty_product), transition)],
             "amount": [Bad(bad_int(1, BIGINT_MAX, required=True)),
                        refusal(st.integers(w.dividend_funds + 1, BIGINT_MAX), "INSUFFICIENT_FUNDS")],
-            "idempotency_key": key, "actor": actor,
+            "idempotency_key": key, "staff_id": staff,
         },
         "run_dividend": {"job_id": [*job_id, not_leased, Bad(st.sampled_from([w.running, w.execution_job]))],
                          "worker": worker},
@@ -246,7 +254,7 @@ def refusals(method: str, w: InvestWorld) -> dict[str, list[Bad]]:
         "set_feature_flag": {
             "name": [Bad(bad_text(1, 63, required=True)),
                      Bad(st.text(min_size=1, max_size=20).filter(lambda s: s not in FLAGS and "\x00" not in s))],
-            "enabled": [Bad(st.one_of(BAD_FLAG, st.none()))], "actor": actor,
+            "enabled": [Bad(st.one_of(BAD_FLAG, st.none()))], "staff_id": staff,
         },
         "list_rate_limits": {},
         "set_rate_limit": {
@@ -297,12 +305,12 @@ SQL_BIGINT = st.one_of(st.integers(-(2**63), 2**63 - 1), st.integers(-3, 20), st
 SQL_INT = st.one_of(st.integers(-(2**31), 2**31 - 1), st.integers(-3, 20), st.none())
 SQL_CALLS = {
     "create_investment_product": ("select pgwallet.create_investment_product(%s, %s, %s, %s)",
-                                  (SQL_TEXT, st.sampled_from(["EUR", "eur", "XXX", ""]), SQL_TEXT, SQL_TEXT)),
-    "create_investment": ("select pgwallet.create_investment(%s, %s, %s, %s)",
-                          (SQL_BIGINT, SQL_BIGINT, SQL_BIGINT, SQL_TEXT)),
-    "execute_investment": ("select pgwallet.execute_investment(%s, %s)", (SQL_BIGINT, SQL_TEXT)),
+                                  (SQL_TEXT, st.sampled_from(["EUR", "eur", "XXX", ""]), SQL_BIGINT, SQL_TEXT)),
+    "create_investment": ("select pgwallet.create_investment(%s, %s, %s, %s, %s)",
+                          (SQL_BIGINT, SQL_BIGINT, SQL_BIGINT, SQL_TEXT, SQL_TEXT)),
+    "execute_investment": ("select pgwallet.execute_investment(%s, %s, %s)", (SQL_BIGINT, SQL_TEXT, SQL_TEXT)),
     "distribute_dividend": ("select pgwallet.distribute_dividend(%s, %s, %s, %s)",
-                            (SQL_BIGINT, SQL_BIGINT, SQL_TEXT, SQL_TEXT)),
+                            (SQL_BIGINT, SQL_BIGINT, SQL_TEXT, SQL_BIGINT)),
     "enqueue_job": ("select pgwallet.enqueue_job(%s, %s::jsonb, %s, %s)",
                     (SQL_TEXT, st.one_of(JSON_VALUE.map(json.dumps), st.none()), SQL_TEXT, SQL_INT)),
     "fetch_jobs": ("select pgwallet.fetch_jobs(%s, %s::text[], %s, %s)",
@@ -315,7 +323,7 @@ SQL_CALLS = {
     "run_investment_execution": ("select pgwallet.run_investment_execution(%s, %s)", (SQL_BIGINT, SQL_TEXT)),
     "run_dividend": ("select pgwallet.run_dividend(%s, %s)", (SQL_BIGINT, SQL_TEXT)),
     "set_feature_flag": ("select pgwallet.set_feature_flag(%s, %s, %s)",
-                         (SQL_TEXT, st.one_of(st.booleans(), st.none()), st.one_of(SQL_TEXT, st.none()))),
+                         (SQL_TEXT, st.one_of(st.booleans(), st.none()), SQL_BIGINT)),
     "set_rate_limit": ("select pgwallet.set_rate_limit(%s, %s, %s)", (SQL_TEXT, SQL_INT, SQL_INT)),
 }
 
@@ -337,8 +345,8 @@ def test_sql_answers_any_input_with_a_catalogued_error(db_url: str, client: Clie
             assert snapshot(db_url) == before
 
 
-EDGE_KEYS = ("wallet_account_id", "product_id", "amount", "investment_id", "idempotency_key", "actor", "name",
-             "currency")
+EDGE_KEYS = ("wallet_account_id", "product_id", "amount", "investment_id", "idempotency_key", "staff_id", "name",
+             "currency", "acting_user")
 
 
 @given(data=st.data())

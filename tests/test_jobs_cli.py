@@ -49,15 +49,18 @@ def test_flags_list_enable_disable(client: Client, db_url: str) -> None:
     assert [line.split()[:2] for line in listed] == [["on", "dividend_distribution_enabled:"],
                                                      ["on", "investment_execution_enabled:"],
                                                      ["on", "investment_module_enabled:"]]
-    off = json.loads(ok(db_url, "flags", "disable", "investment_module_enabled", "--yes", "--actor", "alice",
+    off = json.loads(ok(db_url, "flags", "disable", "investment_module_enabled", "--yes", "--staff", str(stage.ops),
                         "--json").stdout)
-    assert (off["enabled"], off["updated_by"]) == (False, "alice")
+    assert (off["enabled"], off["updated_by"]) == (False, f"ops (staff {stage.ops})")
     assert "OFF investment_module_enabled" in ok(db_url, "flags", "list").stdout
-    refused(db_url, "FEATURE_DISABLED", "invest", "create-product", "--name", "Off")
-    ok(db_url, "flags", "enable", "investment_module_enabled")
-    created = json.loads(ok(db_url, "invest", "create-product", "--name", "On", "--key", "p1", "--json").stdout)
+    staff = ("--staff", str(stage.ops))
+    refused(db_url, "FEATURE_DISABLED", "invest", "create-product", "--name", "Off", *staff)
+    ok(db_url, "flags", "enable", "investment_module_enabled", *staff)
+    created = json.loads(ok(db_url, "invest", "create-product", "--name", "On", "--key", "p1", "--json",
+                            *staff).stdout)
     assert created["product"]["name"] == "On" and created["idempotency_key"] == "p1"
-    refused(db_url, "INVALID_REQUEST", "flags", "enable", "no_such_flag")
+    refused(db_url, "INVALID_REQUEST", "flags", "enable", "no_such_flag", *staff)
+    refused(db_url, "STAFF_NOT_AUTHORIZED", "flags", "enable", "investment_module_enabled", "--staff", "999999")
     assert stage.product.product_id
 
 
@@ -69,10 +72,11 @@ def test_invest_commands(client: Client, db_url: str) -> None:
     assert "25.50 invested by 1 holders" in ok(db_url, "invest", "product", str(product_id)).stdout
     assert ok(db_url, "invest", "show", str(investment.investment_id)).stdout.startswith(
         f"investment {investment.investment_id}: 25.50 from wallet {wallet} in product {product_id}, executed")
-    refused(db_url, "INSUFFICIENT_FUNDS", "invest", "dividend", str(product_id), "--amount", "5.00", "--yes")
+    staff = ("--staff", str(stage.ops))
+    refused(db_url, "INSUFFICIENT_FUNDS", "invest", "dividend", str(product_id), "--amount", "5.00", "--yes", *staff)
     stage.fund_dividends(500)
     ticket = json.loads(ok(db_url, "invest", "dividend", str(product_id), "--amount", "5.00", "--yes", "--key", "d",
-                           "--json").stdout)
+                           "--json", *staff).stdout)
     assert ticket["status"] == "queued"
     ok(db_url, "jobs", "work", "--once", "--kinds", "dividend")
     ok(db_url, "payouts", "work", "--once")

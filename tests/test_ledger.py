@@ -32,7 +32,7 @@ def test_open_account_defaults(client: Client) -> None:
     assert not card.allow_negative and not card.collector
     revenue = client.open_account("EUR", "revenue")
     assert revenue.collector and not revenue.allow_negative
-    clearing = client.open_account("USD", "clearing")
+    clearing = client.open_system_account("USD", "clearing")
     assert clearing.collector and clearing.allow_negative
     tokens = client.open_account("TOKEN", "user_wallet")
     assert tokens.exponent == 0
@@ -118,14 +118,14 @@ def test_refused_request_stores_no_key_so_retry_succeeds(ledger: Ledger) -> None
     a, b = ledger.funded(100), ledger.funded(0)
     with pytest.raises(errors.InsufficientFunds):
         c.transfer(a, b, 150, "retry-me")
-    c.transfer(ledger.world.id, a, 100, "top-up")
+    c.fund_account(ledger.world.id, a, 100, "top-up")
     assert not c.transfer(a, b, 150, "retry-me").replayed
     assert ledger.balance(b) == 150
 
 
 def test_allow_negative_account_may_go_negative(ledger: Ledger) -> None:
     a = ledger.funded(0)
-    ledger.client.transfer(ledger.world.id, a, 500, "mint")
+    ledger.client.fund_account(ledger.world.id, a, 500, "mint")
     assert ledger.balance(ledger.world.id) < 0
 
 
@@ -152,7 +152,7 @@ def test_single_legs_take_one_slot_and_pass_busy_ones(ledger: Ledger, db_url: st
     go negative it takes one slot; legs it cannot take (two collectors, money leaving a collector that must stay
     covered) go the general way. Every entry chains its account's balance and version."""
     c = ledger.client
-    bar, clearing = c.open_account("EUR", "revenue").id, c.open_account("EUR", "clearing").id
+    bar, clearing = c.open_account("EUR", "revenue").id, c.open_system_account("EUR", "clearing").id
     card = ledger.funded(10_000)
     with psycopg.connect(db_url) as other:  # holds every slot of the bar but slot 0
         busy = other.execute("select count(*) from (select 1 from pgwallet.account_slots where account_id = %s "
@@ -165,9 +165,9 @@ def test_single_legs_take_one_slot_and_pass_busy_ones(ledger: Ledger, db_url: st
         worker.join(timeout=30)
         assert not worker.is_alive() and paid == [10] * 12, "a payer waited for a busy slot"
     assert [e.slot for e in c.account_history(bar)] == [0] * 12
-    c.transfer(clearing, card, 500, "recharge")       # out of a collector that may go negative: one slot
+    c.fund_account(clearing, card, 500, "recharge")   # out of a collector that may go negative: one slot
     c.transfer(bar, card, 100, "refund")              # leaves a covered collector: the general path
-    c.transfer(clearing, bar, 7, "clearing-to-bar")   # two collectors: the general path
+    c.fund_account(clearing, bar, 7, "clearing-to-bar")  # two collectors: the general path
     assert (ledger.balance(bar), ledger.balance(clearing), ledger.balance(card)) == (27, -507, 10_000 - 120 + 600)
     assert all(e.slot is not None for e in c.account_history(clearing))
     history = sorted(c.account_history(card), key=lambda e: e.account_version)
@@ -197,8 +197,8 @@ def test_post_operation_is_all_or_nothing(ledger: Ledger, db_url: str) -> None:
 
 def test_legs_within_one_operation_chain_their_entries(ledger: Ledger) -> None:
     c = ledger.client
-    a, b = ledger.funded(0), ledger.funded(0)
-    c.post_operation([{"debit_account_id": ledger.world.id, "credit_account_id": a, "amount": 50},
+    treasury, a, b = ledger.funded(50, kind="pool"), ledger.funded(0), ledger.funded(0)
+    c.post_operation([{"debit_account_id": treasury, "credit_account_id": a, "amount": 50},
                       {"debit_account_id": a, "credit_account_id": b, "amount": 50}], "chain")
     [out, into] = c.account_history(a)
     assert (into.previous_balance, into.new_balance, out.previous_balance, out.new_balance) == (0, 50, 50, 0)

@@ -63,12 +63,12 @@ class PayoutWorld:
 
 def build_world(c: Client) -> PayoutWorld:
     tag = uuid.uuid4().hex[:8]
-    system = c.open_account("EUR", "system").id
+    system = c.open_system_account("EUR", "system").id
     pool = c.open_account("EUR", "pool").id
-    c.transfer(system, pool, 10_000_000, f"{tag}-fund")
+    c.fund_account(system, pool, 10_000_000, f"{tag}-fund")
     winners = tuple(c.open_account("EUR", "user_wallet").id for _ in range(3))
     frozen_pool = c.open_account("EUR", "pool").id
-    c.transfer(system, frozen_pool, 1000, f"{tag}-fund-frozen")
+    c.fund_account(system, frozen_pool, 1000, f"{tag}-fund-frozen")
     c.set_account_status(frozen_pool, "frozen")
     closed_pool = c.set_account_status(c.open_account("EUR", "pool").id, "closed").id
     listed = [{"account_id": w, "share": 1} for w in winners]

@@ -37,8 +37,10 @@ CURRENCIES = ("EUR", "USD", "GBP", "TOKEN")
 LEG_KEYS = ("debit_account_id", "credit_account_id", "amount")
 IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 INVALID = frozenset({"INVALID_REQUEST"})
-METHODS = ("open_account", "set_account_status", "transfer", "post_operation", "place_hold", "capture_hold",
-           "void_hold", "expire_holds", "get_account", "get_hold", "account_history", "purge_idempotency_keys")
+METHODS = ("open_account", "open_system_account", "set_account_status", "transfer", "user_transfer", "fund_account",
+           "post_operation", "place_hold", "user_place_hold", "capture_hold", "user_capture_hold", "void_hold",
+           "user_void_hold", "expire_holds", "get_account", "get_hold", "account_history", "purge_idempotency_keys")
+MOVEMENT_MAX = 10**14  # pgwallet.settings movement_max: the largest amount of one public movement
 
 
 # -- the world every generated call refers to ------------------------------------------------------
@@ -58,29 +60,40 @@ class World:
     available: int  # card's available amount
     entry: int  # an entry id of card
     used_keys: dict[str, str]  # procedure -> a key it already used (for another request)
+    owner: str  # the end user who owns card
 
 
 def build_world(client: Client) -> World:
     tag = uuid.uuid4().hex[:8]
-    world = client.open_account("EUR", "system").id
-    card = client.open_account("EUR", "card").id
+    world = client.open_system_account("EUR", "system").id
+    treasury = client.open_account("EUR", "pool").id  # funded by the admin's door; the staff calls take from it
+    owner = f"{tag}-alice"
+    card = client.open_account("EUR", "card", owner=owner).id
     merchant = client.open_account("EUR", "merchant").id
     revenue = client.open_account("EUR", "revenue").id
     usd = client.open_account("USD", "card").id
     frozen = client.set_account_status(client.open_account("EUR", "card").id, "frozen").id
     closed = client.set_account_status(client.open_account("EUR", "card").id, "closed").id
     keys = {name: f"{tag}-{name}" for name in ("transfer", "post_operation", "place_hold", "capture_hold",
-                                                "void_hold")}
-    client.transfer(world, card, 10_000, keys["transfer"])
-    client.post_operation([{"debit_account_id": world, "credit_account_id": card, "amount": 1}],
+                                                "void_hold", "user_transfer", "fund_account", "user_place_hold",
+                                                "user_capture_hold", "user_void_hold")}
+    client.fund_account(world, treasury, 10_003, keys["fund_account"])
+    client.transfer(treasury, card, 10_000, keys["transfer"])
+    client.post_operation([{"debit_account_id": treasury, "credit_account_id": card, "amount": 1}],
                           keys["post_operation"])
     hold = client.place_hold(card, merchant, 500, keys["place_hold"], timeout_seconds=3600).hold_id
     voided = client.place_hold(card, merchant, 200, f"{tag}-voided").hold_id
     client.void_hold(voided, keys["void_hold"])
-    captured = client.place_hold(card, world, 100, f"{tag}-captured").hold_id
+    captured = client.place_hold(card, treasury, 100, f"{tag}-captured").hold_id
     client.capture_hold(captured, keys["capture_hold"])
+    client.transfer(treasury, card, 2, f"{tag}-more")
+    client.user_transfer(owner, card, merchant, 1, keys["user_transfer"])
+    client.user_void_hold(owner, client.user_place_hold(owner, card, merchant, 1, keys["user_place_hold"]).hold_id,
+                          keys["user_void_hold"])
+    client.user_capture_hold(owner, client.place_hold(card, merchant, 1, f"{tag}-c2").hold_id,
+                             keys["user_capture_hold"])
     return World(world, card, merchant, revenue, usd, frozen, closed, hold, (voided, captured),
-                 client.get_account(card).available, client.account_history(card, limit=1)[0].entry_id, keys)
+                 client.get_account(card).available, client.account_history(card, limit=1)[0].entry_id, keys, owner)
 
 
 def valid_call(method: str, w: World) -> dict[str, Any]:
@@ -88,8 +101,18 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
     key = f"prop-{uuid.uuid4()}"
     leg = {"debit_account_id": w.card, "credit_account_id": w.merchant, "amount": 1}
     return {
-        "open_account": {"currency": "EUR", "kind": "card", "name": "prop", "allow_negative": False,
-                         "collector": False, "metadata": {"source": "prop"}},
+        "open_account": {"currency": "EUR", "kind": "card", "name": "prop", "collector": False,
+                         "metadata": {"source": "prop"}, "owner": "prop"},
+        "open_system_account": {"currency": "EUR", "kind": "system", "name": "prop", "allow_negative": True,
+                                "collector": False, "metadata": {"source": "prop"}},
+        "user_transfer": {"acting_user": w.owner, "debit_account_id": w.card, "credit_account_id": w.merchant,
+                          "amount": 1, "idempotency_key": key, "metadata": {"n": 1}},
+        "fund_account": {"debit_account_id": w.world, "credit_account_id": w.merchant, "amount": 1,
+                         "idempotency_key": key, "metadata": {"n": 1}},
+        "user_place_hold": {"acting_user": w.owner, "account_id": w.card, "credit_account_id": w.merchant,
+                            "amount": 1, "idempotency_key": key, "timeout_seconds": 60, "metadata": {}},
+        "user_capture_hold": {"acting_user": w.owner, "hold_id": w.hold, "idempotency_key": key, "amount": 1},
+        "user_void_hold": {"acting_user": w.owner, "hold_id": w.hold, "idempotency_key": key},
         "set_account_status": {"account_id": w.card, "status": "frozen"},
         "transfer": {"debit_account_id": w.card, "credit_account_id": w.merchant, "amount": 1,
                      "idempotency_key": key, "metadata": {"n": 1}},
@@ -265,19 +288,67 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
     used_key = refusal(st.just(w.used_keys.get(method, "")), "DUPLICATE_REQUEST")
     hold_id = [Bad(ID), refusal(missing_ids(), "HOLD_NOT_FOUND")]
     settled = refusal(st.sampled_from(w.settled_holds), "INVALID_STATE_TRANSITION")
-    too_much = st.integers(w.available + 1, BIGINT_MAX)
+    too_much = st.integers(w.available + 1, MOVEMENT_MAX)
+    too_big = Bad(st.integers(MOVEMENT_MAX + 1, BIGINT_MAX))  # past movement_max: INVALID_REQUEST on amount
+    acting_user = [Bad(bad_text(1, 200, required=True)), refusal(st.just("mallory"), "FORBIDDEN", None)]
+    # an account end user w.owner does not own: missing, or someone else's (frozen and closed ones are nobody's)
+    not_theirs = [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"),
+                  refusal(st.sampled_from([w.frozen, w.closed, w.merchant, w.revenue]), "FORBIDDEN")]
     return {
         "open_account": {
             "currency": [Bad(bad_text(1, 16, required=True)),
                          Bad(st.text(min_size=1, max_size=16).filter(
                              lambda s: s not in CURRENCIES and "\x00" not in s)),
                          Bad(st.sampled_from(CURRENCIES).map(str.lower))],
+            "kind": [Bad(bad_choice(ACCOUNT_KINDS)), Bad(st.sampled_from(["system", "clearing"]))],
+            "name": [Bad(bad_text(1, 200, required=False))],
+            "collector": [Bad(BAD_FLAG)],
+            "metadata": [METADATA],
+            "owner": [Bad(bad_text(1, 200, required=False))],
+        },
+        "open_system_account": {
+            "currency": [Bad(bad_text(1, 16, required=True))],
             "kind": [Bad(bad_choice(ACCOUNT_KINDS))],
             "name": [Bad(bad_text(1, 200, required=False))],
             "allow_negative": [Bad(BAD_FLAG)],
             "collector": [Bad(BAD_FLAG)],
             "metadata": [METADATA],
         },
+        "user_transfer": {
+            "acting_user": acting_user,
+            "debit_account_id": not_theirs,
+            "credit_account_id": [*account_id_refusals(w), Bad(st.just(w.card)),
+                                  refusal(st.just(w.usd), "CURRENCY_MISMATCH")],
+            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None), too_big],
+            "idempotency_key": [Bad(KEY), used_key],
+            "metadata": [METADATA],
+        },
+        "fund_account": {
+            "debit_account_id": account_id_refusals(w),
+            "credit_account_id": [*account_id_refusals(w), refusal(st.just(w.usd), "CURRENCY_MISMATCH"),
+                                  refusal(st.just(w.world), "INVALID_REQUEST")],
+            "amount": [Bad(amount), too_big],
+            "idempotency_key": [Bad(KEY), used_key],
+            "metadata": [METADATA],
+        },
+        "user_place_hold": {
+            "acting_user": acting_user,
+            "account_id": not_theirs,
+            "credit_account_id": [*account_id_refusals(w), Bad(st.just(w.card)),
+                                  refusal(st.just(w.usd), "CURRENCY_MISMATCH")],
+            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None), too_big],
+            "idempotency_key": [Bad(KEY), used_key],
+            "timeout_seconds": [Bad(bad_int(1, INT_MAX, required=False))],
+            "metadata": [METADATA],
+        },
+        "user_capture_hold": {
+            "acting_user": acting_user,
+            "hold_id": [*hold_id, settled],
+            "idempotency_key": [Bad(KEY), used_key],
+            "amount": [Bad(bad_int(1, BIGINT_MAX, required=False)), Bad(st.integers(501, BIGINT_MAX))],
+        },
+        "user_void_hold": {"acting_user": acting_user, "hold_id": [*hold_id, settled],
+                           "idempotency_key": [Bad(KEY), used_key]},
         "set_account_status": {
             "account_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND")],
             "status": [Bad(bad_choice(ACCOUNT_STATUSES))],
@@ -286,7 +357,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "debit_account_id": account_id_refusals(w),
             "credit_account_id": [*account_id_refusals(w), Bad(st.just(w.card)),
                                   refusal(st.just(w.usd), "CURRENCY_MISMATCH")],
-            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None)],
+            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None), too_big],
             "idempotency_key": [Bad(KEY), used_key],
             "metadata": [METADATA],
         },
@@ -302,7 +373,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "account_id": [*account_id_refusals(w), refusal(st.just(w.revenue), "INVALID_REQUEST")],
             "credit_account_id": [*account_id_refusals(w), Bad(st.just(w.card)),
                                   refusal(st.just(w.usd), "CURRENCY_MISMATCH")],
-            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None)],
+            "amount": [Bad(amount), refusal(too_much, "INSUFFICIENT_FUNDS", None), too_big],
             "idempotency_key": [Bad(KEY), used_key],
             "timeout_seconds": [Bad(bad_int(1, INT_MAX, required=False))],
             "metadata": [METADATA],
@@ -526,7 +597,7 @@ def test_metadata_mapping_that_is_not_a_dict(client: Client, world: World) -> No
 
 def test_balance_overflow_is_a_refusal(client: Client, world: World) -> None:
     with pytest.raises(RequestRejected):
-        client.transfer(world.world, world.merchant, BIGINT_MAX, "overflow")
+        client.fund_account(world.world, world.merchant, BIGINT_MAX, "overflow")
 
 
 def test_float_leg_amount_is_refused(client: Client, world: World) -> None:

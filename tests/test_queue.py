@@ -200,7 +200,7 @@ def test_intake_refusals_change_nothing(stage: Stage, db_url: str) -> None:
     c = stage.client
     performer, user, poor = stage.performer(), stage.user(100), stage.user(5)
     unconfigured = c.open_account("TOKEN", "performer").id
-    eur = c.open_account("EUR", "card").id
+    eur = c.open_account("EUR", "card", owner="eur-holder").id
     frozen = c.set_account_status(stage.user(100), "frozen").id
     before = snapshot(db_url)
     cases: list[tuple[type[errors.PgWalletError], str, dict[str, object]]] = [
@@ -209,8 +209,8 @@ def test_intake_refusals_change_nothing(stage: Stage, db_url: str) -> None:
         (errors.InsufficientFunds, "user_id", {"user_id": poor}),
         (errors.CurrencyMismatch, "user_id", {"user_id": eur}),
         (errors.AccountFrozen, "user_id", {"user_id": frozen}),
-        (errors.InvalidRequest, "user_id", {"user_id": performer}),
-        (errors.InvalidRequest, "user_id", {"user_id": stage.fees}),
+        (errors.Forbidden, "user_id", {"user_id": performer}),  # nobody's wallet: no end user debits it
+        (errors.Forbidden, "user_id", {"user_id": stage.fees}),
         (errors.InvalidRequest, "source_feature", {"source_feature": "Tip Grid"}),
         (errors.InvalidRequest, "tokens", {"tokens": 0}),
         (errors.InvalidRequest, "queue_mode", {"queue_mode": "on"}),

@@ -30,7 +30,8 @@ def test_twenty_enqueues_at_depth_49_one_accepted(stage: Stage, db_url: str) -> 
     for _ in range(49):
         stage.enqueue(performer, filler, 10)
     users = [stage.user(100) for _ in range(20)]
-    calls = [lambda cl, u=u: cl.create_queue_item(performer, u, 100, "a song", f"late-{u}") for u in users]
+    calls = [lambda cl, u=u: cl.create_queue_item(performer, u, 100, "a song", f"late-{u}",
+                                                  acting_user=stage.owners[u]) for u in users]
     results = asyncio.run(storm(db_url, 20, calls))
     kinds = Counter(type(r).__name__ for r in results)
     assert kinds == {"QueueItem": 1, "QueueFull": 19}
@@ -100,7 +101,8 @@ def test_complete_racing_abandon_or_refund_200_times(stage: Stage, db_url: str) 
 def test_replay_storm_one_key_one_item(stage: Stage, db_url: str) -> None:
     c = stage.client
     performer, user = stage.performer(), stage.user(1000)
-    calls = [lambda cl: cl.create_queue_item(performer, user, 100, "a song", "the-one-key") for _ in range(30)]
+    calls = [lambda cl: cl.create_queue_item(performer, user, 100, "a song", "the-one-key",
+                                             acting_user=stage.owners[user]) for _ in range(30)]
     results = asyncio.run(storm(db_url, 30, calls))
     assert not [r for r in results if isinstance(r, Exception)]
     assert sum(not r.replayed for r in results) == 1 and len({r.item_id for r in results}) == 1
@@ -116,7 +118,8 @@ def test_purchases_and_sweeps_racing_completions(stage: Stage, db_url: str) -> N
     menus = [c.create_tip_menu_item(p, "flash", 50).tip_menu_item_id for p in performers]
     users = [stage.user(1000) for _ in range(10)]
     buys = [lambda cl, n=n: cl.purchase_tip_grid_item(users[n % 10], performers[n % 10], menus[n % 10], "QUEUED",
-                                                      idempotency_key=f"buy-{n}") for n in range(40)]
+                                                      idempotency_key=f"buy-{n}",
+                                                      acting_user=stage.owners[users[n % 10]]) for n in range(40)]
     bought = asyncio.run(storm(db_url, 20, buys))
     assert not [b for b in bought if isinstance(b, Exception)]
     heads = [c.get_performer_queue(p)[0].item_id for p in performers]

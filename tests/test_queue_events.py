@@ -14,19 +14,20 @@ from pyapp.events import QueueEvent, QueueEvents
 def test_events_follow_every_transition(client: Client, db_url: str) -> None:
     stage = Stage(client)
     performer, user = stage.performer(), stage.user()
+    fan = stage.owners[user]
     menu = client.create_tip_menu_item(performer, "flash", 100).tip_menu_item_id
 
     async def scene() -> list[QueueEvent]:
         async with QueueEvents(db_url, performer_ids=[performer], purchases=True) as events, \
                 AsyncClient(db_url, max_size=2) as c:
-            first = await c.create_queue_item(performer, user, 100, "a song", "k1")
-            second = await c.create_queue_item(performer, user, 50, "a dance", "k2")
+            first = await c.create_queue_item(performer, user, 100, "a song", "k1", acting_user=fan)
+            second = await c.create_queue_item(performer, user, 50, "a dance", "k2", acting_user=fan)
             await c.start_item(first.item_id, "s1")
             with pytest.raises(errors.AlreadyProcessing):
                 await c.start_item(second.item_id, "s2")  # refused: nothing sent
             await c.complete_item(first.item_id, "c1")
             await c.abandon_item(second.item_id, "bored", "a2")
-            await c.purchase_tip_grid_item(user, performer, menu, idempotency_key="buy")
+            await c.purchase_tip_grid_item(user, performer, menu, idempotency_key="buy", acting_user=fan)
             got = [await events.next(timeout=5) for _ in range(7)]
             with pytest.raises(TimeoutError):
                 await events.next(timeout=0.3)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from conftest import snapshot
+from conftest import OWNER, snapshot, with_acting_user
 from hypothesis import given
 from hypothesis import strategies as st
 from test_properties import (
@@ -78,16 +78,16 @@ class World:
 def build_world(c: Client) -> World:
     tag = uuid.uuid4().hex[:8]
     keys = {name: f"{tag}-{name}" for name in USED_KEY_METHODS}
-    mint = c.open_account("TOKEN", "system").id
+    mint = c.open_system_account("TOKEN", "system").id
     fees = c.open_account("TOKEN", "fees").id
     eur_fees = c.open_account("EUR", "fees").id
     performer, other, unconfigured, full = (c.open_account("TOKEN", "performer").id for _ in range(4))
     for p in (performer, other):
         c.configure_performer_queue(p, fees)
     c.configure_performer_queue(full, fees, max_open=1)
-    user = c.open_account("TOKEN", "user_wallet").id
-    c.transfer(mint, user, 10_000, f"{tag}-fund")
-    frozen, closed = (c.open_account("TOKEN", "user_wallet").id for _ in range(2))
+    user = c.open_account("TOKEN", "user_wallet", owner=f"{tag}-user").id
+    c.fund_account(mint, user, 10_000, f"{tag}-fund")
+    frozen, closed = (c.open_account("TOKEN", "user_wallet", owner=f"{tag}-{n}").id for n in range(2))
     c.set_account_status(frozen, "frozen")
     c.set_account_status(closed, "closed")
 
@@ -109,7 +109,7 @@ def build_world(c: Client) -> World:
     other_menu = c.create_tip_menu_item(other, "theirs", 10).tip_menu_item_id
     purchase = c.purchase_tip_grid_item(user, performer, menu, idempotency_key=keys["purchase_tip_grid_item"])
     return World(fees, eur_fees, performer, other, unconfigured, full, user, c.get_account(user).available,
-                 c.open_account("EUR", "card").id, frozen, closed, started, blocked, created,
+                 c.open_account("EUR", "card", owner=f"{tag}-eur").id, frozen, closed, started, blocked, created,
                  (finished, abandoned, refunded), menu, inactive_menu, other_menu, purchase.purchased_item_id, keys)
 
 
@@ -121,7 +121,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
         "create_queue_item": {"performer_id": w.performer, "user_id": w.user, "tokens": 5, "title": "t",
                               "idempotency_key": key, "queue_mode": "ON", "source_feature": "chip_menu",
                               "source_event_id": "evt", "description": "d", "expected_duration_seconds": 30,
-                              "metadata": {"n": 1}},
+                              "metadata": {"n": 1}, "acting_user": OWNER},
         "start_item": {"item_id": w.created, "idempotency_key": key},
         "complete_item": {"item_id": w.started, "idempotency_key": key},
         "abandon_item": {"item_id": w.created, "reason": "r", "idempotency_key": key},
@@ -138,7 +138,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
         "set_tip_menu_item_active": {"tip_menu_item_id": w.menu, "active": False},
         "get_tip_menu": {"performer_id": w.performer},
         "purchase_tip_grid_item": {"user_id": w.user, "performer_id": w.performer, "tip_menu_item_id": w.menu,
-                                   "execution_mode": "QUEUED", "idempotency_key": key},
+                                   "execution_mode": "QUEUED", "idempotency_key": key, "acting_user": OWNER},
         "get_purchased_item": {"purchased_item_id": w.purchase},
     }[method]
 
@@ -166,7 +166,9 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
     no_queue = [Bad(ID), refusal(missing_ids(), "NOT_FOUND"), refusal(st.just(w.unconfigured), "NOT_FOUND")]
     user = [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"), refusal(st.just(w.frozen), "ACCOUNT_FROZEN"),
             refusal(st.just(w.closed), "ACCOUNT_CLOSED"), refusal(st.just(w.eur), "CURRENCY_MISMATCH"),
-            refusal(st.sampled_from([w.performer, w.fees]), "INVALID_REQUEST")]
+            refusal(st.sampled_from([w.performer, w.fees]), "FORBIDDEN")]  # nobody's wallet
+    acting_user = [Bad(bad_text(1, 200, required=True).filter(lambda v: v != OWNER)),
+                   refusal(st.just("mallory"), "FORBIDDEN", "user_id")]
     return {
         "configure_performer_queue": {
             "performer_id": [Bad(ID), refusal(missing_ids(), "ACCOUNT_NOT_FOUND"),
@@ -193,6 +195,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "description": [Bad(bad_text(0, 2000, required=False))],
             "expected_duration_seconds": [Bad(bad_int(1, INT_MAX, required=False))],
             "metadata": [METADATA],
+            "acting_user": acting_user,
         },
         "start_item": {
             "item_id": [*item, settled, refusal(st.just(w.started), "INVALID_STATE_TRANSITION"),
@@ -238,6 +241,7 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
                                  refusal(st.sampled_from([w.inactive_menu, w.other_menu]), "INVALID_REQUEST")],
             "execution_mode": [Bad(bad_mode(EXECUTION_MODES))],
             "idempotency_key": key,
+            "acting_user": acting_user,
         },
         "get_purchased_item": {"purchased_item_id": [Bad(ID), refusal(missing_ids(), "NOT_FOUND")]},
     }[method]
@@ -279,12 +283,13 @@ def test_one_bad_queue_argument_is_refused_and_changes_nothing(db_url: str, clie
 def test_async_client_refuses_queue_calls_like_the_sync_client(db_url: str, client: Client, world: World,
                                                                method: str, data: st.DataObject) -> None:
     case = data.draw(cases(method, world), label="case")
+    kwargs = with_acting_user(db_url, case.method, (), case.kwargs)
     before = snapshot(db_url)
-    sync_error = expect_refused(case, lambda: getattr(client, case.method)(**case.kwargs))
+    sync_error = expect_refused(case, lambda: getattr(client, case.method)(**kwargs))
 
     async def call() -> Any:
         async with AsyncClient(db_url, max_size=1) as aclient:
-            return await getattr(aclient, case.method)(**case.kwargs)
+            return await getattr(aclient, case.method)(**kwargs)
 
     async_error = expect_refused(case, lambda: asyncio.run(call()))
     assert type(async_error) is type(sync_error)

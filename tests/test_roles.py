@@ -30,9 +30,9 @@ def test_app_role_cannot_write_any_table(ledger: Ledger, db_url: str) -> None:
 
 
 def test_app_role_moves_money_only_through_procedures(ledger: Ledger, db_url: str) -> None:
-    a, b = ledger.funded(100), ledger.funded(0)
+    a, b = ledger.funded(100, owner="alice"), ledger.funded(0)
     with as_role(db_url, "pgwallet_app") as conn:
-        conn.execute("select pgwallet.transfer(%s, %s, 10, 'as-app')", (a, b))
+        conn.execute("select pgwallet.user_transfer('alice', %s, %s, 10, 'as-app')", (a, b))
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("update pgwallet.accounts set balance = 1000000 where id = %s", (a,))
         # internal helpers are not callable either

@@ -159,16 +159,16 @@ def test_tip_menu(stage: Stage) -> None:
 
 
 def test_a_queue_item_key_is_never_used_twice(stage: Stage) -> None:
-    """A purchase's queue item has key tip_grid/<purchase key>: a direct item with that key came first, so
-    the purchase is refused (and the other way round), never a second item with one key."""
+    """A purchase's queue item has key tip_grid/<purchase key>: that namespace is the purchases' own, so a
+    direct item cannot take it first (and jam the purchase), and no key ever makes a second item."""
     c = stage.client
     performer, user = stage.performer(), stage.user(500)
     item = menu(stage, performer)
-    c.create_queue_item(performer, user, 10, "direct", "tip_grid/k1")
-    with pytest.raises(errors.DuplicateRequest) as refused:
-        c.purchase_tip_grid_item(user, performer, item, "QUEUED", idempotency_key="k1")
+    with pytest.raises(errors.InvalidRequest) as refused:
+        c.create_queue_item(performer, user, 10, "direct", "tip_grid/k1")
     assert refused.value.field == "idempotency_key"
-    c.purchase_tip_grid_item(user, performer, item, "QUEUED", idempotency_key="k2")
-    with pytest.raises(errors.DuplicateRequest):
-        c.create_queue_item(performer, user, 10, "direct", "tip_grid/k2")
-    assert stage.available(user) == 500 - 10 - 100
+    c.purchase_tip_grid_item(user, performer, item, "QUEUED", idempotency_key="k1")
+    with pytest.raises(errors.InvalidRequest):
+        c.create_queue_item(performer, user, 10, "direct", "tip_grid/k1")
+    c.create_queue_item(performer, user, 10, "direct", "k1")  # the purchase's key is free in the queue's scope
+    assert stage.available(user) == 500 - 100 - 10

@@ -7,6 +7,7 @@ the invariants empty and the other domains' sweeps still running afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from conftest import Ledger, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyapp import Client, errors
+from pyapp import AsyncClient, Client, errors
 from pyapp.roles import TIERS, privilege_matrix
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -132,6 +133,17 @@ def test_a_permission_error_is_a_typed_403_naming_the_function(ledger: Ledger, t
     app = tier_client("pgwallet_app")
     a, b = ledger.funded(100), ledger.funded(0)
     error = refused(db_url, errors.Forbidden, lambda: app.transfer(a, b, 10, "k"))
+    assert error.http_status == 403 and "function transfer" in (error.detail or "")
+
+
+def test_the_async_client_maps_a_permission_error_the_same_way(ledger: Ledger, db_url: str) -> None:
+    a, b = ledger.funded(100), ledger.funded(0)
+
+    async def call() -> None:
+        async with AsyncClient(login_url(db_url, "pgwallet_app"), max_size=1) as app:
+            await app.transfer(a, b, 10, "k")
+
+    error = refused(db_url, errors.Forbidden, lambda: asyncio.run(call()))
     assert error.http_status == 403 and "function transfer" in (error.detail or "")
 
 

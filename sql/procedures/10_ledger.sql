@@ -760,12 +760,12 @@ begin
 end
 $$;
 
--- fund_account: moves p_amount into an account out of any account, one that may go negative included:
+-- fund_account: moves p_amount into p_credit_account_id out of any account, one that may go negative included:
 -- how money enters the ledger (a funding source, a correction). Admin. Locks: see post_legs.
 -- Raises: as transfer_request, FORBIDDEN aside.
 create or replace function pgwallet.fund_account(
-    p_source_account_id bigint,
-    p_account_id        bigint,
+    p_debit_account_id  bigint,
+    p_credit_account_id bigint,
     p_amount            bigint,
     p_idempotency_key   text,
     p_metadata          jsonb default '{}')
@@ -774,7 +774,7 @@ language sql
 security definer
 set search_path = pgwallet, pg_temp
 as $$
-    select pgwallet.transfer_request('fund_account', 'funding', p_source_account_id, p_account_id, p_amount,
+    select pgwallet.transfer_request('fund_account', 'funding', p_debit_account_id, p_credit_account_id, p_amount,
                                      p_idempotency_key, p_metadata, true)
 $$;
 

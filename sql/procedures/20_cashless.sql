@@ -310,6 +310,25 @@ begin
 end
 $$;
 
+-- require_staff: the active staff member p_staff_id, who a staff call acts as (recorded, and what rate
+-- limits count). Locks nothing. Raises: STAFF_NOT_AUTHORIZED naming p_field (unknown or inactive).
+create or replace function pgwallet.require_staff(p_staff_id bigint, p_field text default 'staff_id')
+returns pgwallet.staff
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_staff pgwallet.staff;
+begin
+    select * into v_staff from pgwallet.staff where id = p_staff_id and status = 'active';
+    if not found then
+        perform pgwallet.raise_error('STAFF_NOT_AUTHORIZED',
+                                     pg_catalog.format('staff %s is unknown or not active', p_staff_id), p_field);
+    end if;
+    return v_staff;
+end
+$$;
+
 -- set_staff_status: activates or deactivates a staff member. Locks: the staff row.
 -- Raises: INVALID_REQUEST, STAFF_NOT_AUTHORIZED (unknown staff).
 create or replace function pgwallet.set_staff_status(p_staff_id bigint, p_status text)

@@ -56,20 +56,39 @@ as $$
     from pgwallet.feature_flags f
 $$;
 
--- set_feature_flag: switches flag p_name on or off (p_actor is recorded); the next call sees it.
--- Locks: the flag row. Raises: INVALID_REQUEST (an unknown flag names the field name).
-create or replace function pgwallet.set_feature_flag(p_name text, p_enabled boolean, p_actor text)
+-- Signatures replaced by 0009's trust boundary (staff act under their id in the staff table).
+drop function if exists pgwallet.set_feature_flag(text, boolean, text);
+drop function if exists pgwallet.create_investment_product(text, text, text, text);
+drop function if exists pgwallet.distribute_dividend(bigint, bigint, text, text);
+
+-- staff_label: how a staff member is recorded ("Sam (staff 3)") and counted by rate limits ("staff:3").
+-- Locks nothing.
+create or replace function pgwallet.staff_label(p_staff pgwallet.staff)
+returns text
+language sql
+immutable
+set search_path = pgwallet, pg_temp
+as $$
+    select left(p_staff.name, 180) || ' (staff ' || p_staff.id || ')'
+$$;
+
+-- set_feature_flag: switches flag p_name on or off (the active staff member p_staff_id is recorded); the
+-- next call sees it.
+-- Locks: the flag row. Raises: INVALID_REQUEST (an unknown flag names the field name), STAFF_NOT_AUTHORIZED.
+create or replace function pgwallet.set_feature_flag(p_name text, p_enabled boolean, p_staff_id bigint)
 returns jsonb
 language plpgsql
 security definer
 set search_path = pgwallet, pg_temp
 as $$
 declare
-    v_flag pgwallet.feature_flags;
+    v_flag  pgwallet.feature_flags;
+    v_staff pgwallet.staff;
 begin
     perform pgwallet.check_request(p_enabled is not null, 'enabled', 'must be true or false');
-    perform pgwallet.check_request(length(p_actor) between 1 and 200, 'actor', 'must be 1 to 200 characters');
-    update pgwallet.feature_flags f set enabled = p_enabled, updated_by = p_actor, updated_at = clock_timestamp()
+    v_staff := pgwallet.require_staff(p_staff_id);
+    update pgwallet.feature_flags f
+    set enabled = p_enabled, updated_by = pgwallet.staff_label(v_staff), updated_at = clock_timestamp()
     where f.name = p_name
     returning * into v_flag;
     if not found then
@@ -248,10 +267,10 @@ $$;
 -- create_investment_product: a product named p_name in p_currency, once per idempotency key, with its
 -- two accounts: the product account that receives the invested money (a collector: investors never
 -- wait for each other) and the dividend account that the operator funds and dividends are paid from.
--- Rate limit: create_investment_product per p_actor. Locks: a transaction advisory lock on the name.
+-- Rate limit: create_investment_product per staff member p_staff_id. Locks: a transaction advisory lock on the name.
 -- Raises: INVALID_REQUEST, FEATURE_DISABLED, DUPLICATE_REQUEST (key reused, or the name is taken),
 -- RATE_LIMITED.
-create or replace function pgwallet.create_investment_product(p_name text, p_currency text, p_actor text,
+create or replace function pgwallet.create_investment_product(p_name text, p_currency text, p_staff_id bigint,
                                                               p_idempotency_key text)
 returns jsonb
 language plpgsql
@@ -264,13 +283,14 @@ declare
     v_account  bigint;
     v_dividend bigint;
     v_product  pgwallet.investment_products;
+    v_staff    pgwallet.staff;
 begin
     perform pgwallet.check_request(length(p_name) between 1 and 200, 'name', 'must be 1 to 200 characters');
     perform pgwallet.check_request(exists (select 1 from pgwallet.currencies c where c.code = p_currency),
                                    'currency', 'must be a known currency code');
-    perform pgwallet.check_request(length(p_actor) between 1 and 200, 'actor', 'must be 1 to 200 characters');
+    v_staff := pgwallet.require_staff(p_staff_id);
     perform pgwallet.require_feature('investment_module_enabled');
-    v_request := jsonb_build_object('name', p_name, 'currency', p_currency, 'actor', p_actor);
+    v_request := jsonb_build_object('name', p_name, 'currency', p_currency, 'staff_id', p_staff_id);
     v_response := pgwallet.claim_idempotency_key('create_investment_product', p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
@@ -280,13 +300,13 @@ begin
         perform pgwallet.raise_error('DUPLICATE_REQUEST', pg_catalog.format('a product named %s exists', p_name),
                                      'name', 'product names are unique');
     end if;
-    perform pgwallet.take_rate_limit('create_investment_product', p_actor);
+    perform pgwallet.take_rate_limit('create_investment_product', 'staff:' || p_staff_id);
     v_account := (pgwallet.create_account(p_currency, 'escrow', left('investment product ' || p_name, 200), false,
                                         true)->>'id')::bigint;
     v_dividend := (pgwallet.create_account(p_currency, 'pool', left('dividends of ' || p_name, 200), false,
                                          false)->>'id')::bigint;
     insert into pgwallet.investment_products (name, currency, account_id, dividend_account_id, created_by)
-    values (p_name, p_currency, v_account, v_dividend, p_actor)
+    values (p_name, p_currency, v_account, v_dividend, pgwallet.staff_label(v_staff))
     returning * into v_product;
     return pgwallet.complete_idempotency_key('create_investment_product', p_idempotency_key, v_request,
                                              pgwallet.product_json(v_product));
@@ -534,11 +554,11 @@ $$;
 -- of kind dividend) and returns at once with the job id, status queued, the idempotency key and a
 -- message. The job pays the holders pro rata to their executed investments, from the product's
 -- dividend account (which must hold the amount), through a payout job. Rate limit: distribute_dividend
--- per p_actor. Locks: nothing but the new rows. Raises: INVALID_REQUEST, FEATURE_DISABLED,
+-- per staff member p_staff_id. Locks: nothing but the new rows. Raises: INVALID_REQUEST, FEATURE_DISABLED,
 -- PRODUCT_NOT_FOUND, INVALID_STATE_TRANSITION (no holder yet), INSUFFICIENT_FUNDS, DUPLICATE_REQUEST,
 -- RATE_LIMITED.
 create or replace function pgwallet.distribute_dividend(p_product_id bigint, p_amount bigint,
-                                                        p_idempotency_key text, p_actor text)
+                                                        p_idempotency_key text, p_staff_id bigint)
 returns jsonb
 language plpgsql
 security definer
@@ -551,11 +571,12 @@ declare
     v_account  pgwallet.account_balances;
     v_dividend pgwallet.dividends;
     v_job      jsonb;
+    v_staff    pgwallet.staff;
 begin
     perform pgwallet.check_request(p_amount > 0, 'amount', 'must be a positive whole number of minor units');
-    perform pgwallet.check_request(length(p_actor) between 1 and 200, 'actor', 'must be 1 to 200 characters');
+    v_staff := pgwallet.require_staff(p_staff_id);
     perform pgwallet.require_feature('investment_module_enabled', 'dividend_distribution_enabled');
-    v_request := jsonb_build_object('product_id', p_product_id, 'amount', p_amount, 'actor', p_actor);
+    v_request := jsonb_build_object('product_id', p_product_id, 'amount', p_amount, 'staff_id', p_staff_id);
     v_response := pgwallet.claim_idempotency_key('distribute_dividend', p_idempotency_key, v_request);
     if v_response is not null then
         return v_response;
@@ -576,8 +597,9 @@ begin
                               v_account.available, p_amount), 'amount',
             'fund the dividend account first');
     end if;
-    perform pgwallet.take_rate_limit('distribute_dividend', p_actor);
-    insert into pgwallet.dividends (product_id, amount, created_by) values (p_product_id, p_amount, p_actor)
+    perform pgwallet.take_rate_limit('distribute_dividend', 'staff:' || p_staff_id);
+    insert into pgwallet.dividends (product_id, amount, created_by)
+    values (p_product_id, p_amount, pgwallet.staff_label(v_staff))
     returning * into v_dividend;
     v_job := pgwallet.add_job('dividend', jsonb_build_object('dividend_id', v_dividend.id),
                                   'dividend:' || v_dividend.id);
@@ -726,9 +748,9 @@ grant execute on function
     pgwallet.list_rate_limits()
     to pgwallet_app;
 grant execute on function
-    pgwallet.create_investment_product(text, text, text, text),
-    pgwallet.distribute_dividend(bigint, bigint, text, text),
-    pgwallet.set_feature_flag(text, boolean, text),
+    pgwallet.create_investment_product(text, text, bigint, text),
+    pgwallet.distribute_dividend(bigint, bigint, text, bigint),
+    pgwallet.set_feature_flag(text, boolean, bigint),
     pgwallet.purge_rate_limit_hits(integer)
     to pgwallet_staff;
 grant execute on function
