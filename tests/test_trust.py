@@ -332,6 +332,36 @@ def test_money_that_reaches_a_cashed_out_card_is_paid_by_the_next_close_out(clie
     assert client.cash_out_cards().cards == 0  # a rerun pays nothing twice
 
 
+def test_a_hold_released_after_a_replacement_is_paid_by_the_close_out(client: Client, tier_client: Any) -> None:
+    staff = tier_client("pgwallet_staff")
+    card = client.issue_card("04TRUST88")
+    client.process_stripe_recharge(card.card_id, 3000, "cs_trust_88")
+    shop = client.open_account("EUR", "merchant").id
+    hold = staff.place_hold(card.account_id, shop, 1000, "card-hold")
+    replaced = client.replace_card(card.card_id, "04TRUST89", "replace-88")
+    assert replaced.moved_amount == 2000  # what was held stays with the hold
+    staff.void_hold(hold.hold_id, "release")
+    assert client.get_card(card.card_id).balance == 1000  # back on the replaced card...
+    assert client.cards_to_cash_out() == 2  # ...which the close-out now counts, with its replacement
+    paid = client.cash_out_cards()
+    assert (paid.cards, paid.amount) == (2, 3000)
+    assert client.get_card(card.card_id).balance == 0 and client.cards_to_cash_out() == 0
+
+
+def test_staff_rate_limits_count_a_staff_member_not_a_name(client: Client, tier_client: Any, db_url: str) -> None:
+    staff = tier_client("pgwallet_staff")
+    ops = client.create_staff("ops").id
+    for n in range(11):  # eleven invented identities: none is a staff member
+        refused(db_url, errors.StaffNotAuthorized,
+                lambda n=n: staff.create_investment_product(f"fund {n}", "EUR", 10_000 + n, f"p-{n}"), "staff_id")
+    for n in range(10):
+        staff.create_investment_product(f"fund {n}", "EUR", ops, f"ok-{n}")
+    refused(db_url, errors.RateLimited, lambda: staff.create_investment_product("fund 10", "EUR", ops, "ok-10"))
+    client.set_staff_status(ops, "inactive")
+    refused(db_url, errors.StaffNotAuthorized, lambda: staff.set_feature_flag("investment_module_enabled", False, ops),
+            "staff_id")
+
+
 # -- 8. whose money it is ----------------------------------------------------------------------------
 
 
