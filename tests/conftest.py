@@ -31,6 +31,7 @@ from pytest_postgresql.janitor import DatabaseJanitor
 
 from pyapp import Client, migrations
 from pyapp.embedded import EmbeddedServer, find_bindir
+from pyapp.errors import PgWalletError
 
 settings.register_profile("default", max_examples=25, deadline=None,
                           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -270,3 +271,14 @@ def close_snapshots(url: str | None = None) -> None:
         entry = _snapshots.pop(key, None) if key is not None else None
         if entry is not None:
             entry[0].close()
+
+
+def refused(db_url: str, error: type[PgWalletError], call: Any, field: str | None = None) -> PgWalletError:
+    """``call()`` is refused with ``error`` (naming ``field`` when given) and changes nothing."""
+    before = snapshot(db_url)
+    with pytest.raises(error) as raised:
+        call()
+    if field is not None:
+        assert raised.value.field == field, raised.value
+    assert snapshot(db_url) == before
+    return raised.value

@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import snapshot
+from conftest import refused
 
 from pyapp import Client, errors
 from pyapp.cashless import Card
@@ -53,15 +53,6 @@ def fest(client: Client) -> Festival:
     staff = client.create_staff("Sam")
     checkpoint = client.create_checkpoint("North gate")
     return Festival(client, bar.code, bar.revenue_account_id, staff.id, checkpoint.id, checkpoint.drawer_account_id)
-
-
-def refused(db_url: str, error: type[errors.PgWalletError], call: Any, field: str | None = None) -> None:
-    before = snapshot(db_url)
-    with pytest.raises(error) as raised:
-        call()
-    if field is not None:
-        assert raised.value.field == field, raised.value
-    assert snapshot(db_url) == before
 
 
 # -- cards ---------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
-from conftest import Ledger, snapshot
+from conftest import Ledger, refused
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,17 +51,6 @@ def tier_client(db_url: str) -> Iterator[Callable[[str], Client]]:
     yield make
     for client in opened:
         client.close()
-
-
-def refused(db_url: str, error: type[errors.PgWalletError], call: Callable[[], Any],
-            field: str | None = None) -> errors.PgWalletError:
-    before = snapshot(db_url)
-    with pytest.raises(error) as raised:
-        call()
-    if field is not None:
-        assert raised.value.field == field, raised.value
-    assert snapshot(db_url) == before
-    return raised.value
 
 
 def sweeps_run(client: Client) -> None:
