@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test test-thorough lint bench bench-ledger bench-cashless bench-queue bench-payouts clean
+.PHONY: setup run test test-faults pgbouncer test-thorough lint bench bench-ledger bench-cashless bench-queue bench-payouts clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,22 @@ lint: setup
 
 test: setup lint
 	$(BIN)/pytest
+
+# The fault suites on real clusters: kill -9 under load, failover to a synchronous standby, PgBouncer in
+# transaction mode. Each prints its figures (acknowledged, lost, duplicated, in doubt and how each was settled).
+test-faults: setup pgbouncer
+	$(BIN)/pytest -m faults tests/faults -s
+
+# Debian's pgbouncer for the PgBouncer suite: installed when missing and root, else that suite is skipped.
+pgbouncer:
+	@if command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing pgbouncer (apt-get)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgbouncer >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends pgbouncer >/dev/null; } || \
+	  echo "pgbouncer could not be installed: its suite will be skipped"; \
+	else echo "pgbouncer is missing and this is not root: its suite will be skipped"; fi
 
 # Thousands of hypothesis cases per property.
 test-thorough: setup

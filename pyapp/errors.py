@@ -12,20 +12,28 @@ from typing import Any, ClassVar
 
 
 class PgWalletError(Exception):
-    """Base of every error a pgwallet call raises. ``field`` names the offending input, if any."""
+    """Base of every error a pgwallet call raises. ``field`` names the offending input, if any.
+
+    Three outcomes a caller must tell apart: a refusal (nothing changed; the same call is refused again),
+    ``retryable`` (nothing changed; the same call may succeed now), and ``in_doubt`` (the call reached the
+    database and the answer was lost: it may have committed; retry with the same idempotency key to learn
+    which, see ``Client(retries=...)``)."""
 
     code: ClassVar[str] = "SERVER_ERROR"
     sqlstate: ClassVar[str | None] = None
     http_status: ClassVar[int] = 500
     default_message: ClassVar[str] = "Internal error"
-    retryable: ClassVar[bool] = False
+    retryable: bool = False
+    in_doubt: bool = False
 
     def __init__(self, message: str | None = None, *, detail: str | None = None, field: str | None = None,
-                 hint: str | None = None) -> None:
+                 hint: str | None = None, retryable: bool | None = None) -> None:
         self.message = message or self.default_message
         self.detail = detail or None
         self.field = field or None
         self.hint = hint or None
+        if retryable is not None:
+            self.retryable = retryable
         super().__init__(self.message)
 
     def __str__(self) -> str:
@@ -33,7 +41,8 @@ class PgWalletError(Exception):
 
     def to_dict(self) -> dict[str, Any]:
         """The ``error`` object of the JSON envelope."""
-        return {"code": self.code, "message": self.message, "detail": self.detail, "field": self.field}
+        return {"code": self.code, "message": self.message, "detail": self.detail, "field": self.field,
+                "retryable": self.retryable, "in_doubt": self.in_doubt}
 
 
 class ServerError(PgWalletError):
@@ -41,9 +50,39 @@ class ServerError(PgWalletError):
 
 
 class DatabaseError(PgWalletError):
+    """The call did not reach the database (it could not connect, or the pool had no connection in time):
+    nothing happened. ``retryable`` when it may work a moment later (refused, timed out, a connection lost
+    before the statement was sent), not when the settings are wrong (password, database name)."""
+
     code = "DATABASE_ERROR"
     http_status = 503
     default_message = "The database is unavailable"
+
+
+class OutcomeUnknown(DatabaseError):
+    """The statement was sent and the connection died before its answer came back (a crash, a failover, a
+    killed backend): the call may have committed or not. Retry it with the same idempotency key: a
+    committed call answers its first result (``replayed``), one that never committed runs now."""
+
+    code = "OUTCOME_UNKNOWN"
+    retryable = True
+    in_doubt = True
+    default_message = "The call may or may not have happened: retry it with the same idempotency key"
+
+
+class StatementTimeout(DatabaseError):
+    """The statement ran past ``statement_timeout`` and was cancelled: it rolled back, nothing changed."""
+
+    code = "STATEMENT_TIMEOUT"
+    retryable = True
+    default_message = "The call took too long and was cancelled; nothing changed"
+
+
+class NotMigrated(DatabaseError):
+    """The database has no pgwallet schema, or an older one than this code: run ``pgwallet migrate``."""
+
+    code = "NOT_MIGRATED"
+    default_message = "The database is not migrated: run `pgwallet migrate`"
 
 
 class SerializationFailure(DatabaseError):
@@ -227,25 +266,38 @@ CATALOGUE: dict[str, type[PgWalletError]] = {
 }
 
 #: Every code a caller can see, including those raised only by Python.
-_PYTHON_ONLY: tuple[type[PgWalletError], ...] = (ServerError, DatabaseError, SerializationFailure)
+_PYTHON_ONLY: tuple[type[PgWalletError], ...] = (ServerError, DatabaseError, SerializationFailure, OutcomeUnknown,
+                                                 StatementTimeout, NotMigrated)
 BY_CODE: dict[str, type[PgWalletError]] = {cls.code: cls for cls in (*CATALOGUE.values(), *_PYTHON_ONLY)}
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}
+# the server ended the session (shutdown, crash recovery, pg_terminate_backend): after the statement was
+# sent, its commit may have happened (a transaction waiting for a synchronous standby has)
+_SESSION_ENDED = ("57P01", "57P02", "57P03")
+# no pgwallet schema, or an older one: a function or its schema does not exist
+_NOT_MIGRATED = {"3F000", "42883"}
 
 
 def from_sqlstate(sqlstate: str | None, message: str | None = None, *, detail: str | None = None,
-                  hint: str | None = None, field: str | None = None) -> PgWalletError:
-    """Map a database error to the hierarchy: catalogue codes, retryable conflicts, the rest."""
+                  hint: str | None = None, field: str | None = None, sent: bool = False) -> PgWalletError:
+    """Map a database error to the hierarchy: catalogue codes, retryable conflicts, the rest. ``sent``: the
+    statement had been sent when the error came, so a lost connection leaves the outcome in doubt."""
     if sqlstate in CATALOGUE:
         cls = CATALOGUE[sqlstate]
         return cls(cls.default_message, detail=detail, hint=hint, field=field)
     if sqlstate in _RETRYABLE_SQLSTATES:
         return SerializationFailure(detail=message)
+    if sent and (sqlstate is None or sqlstate.startswith("08") or sqlstate in _SESSION_ENDED):
+        return OutcomeUnknown(detail=message)
+    if sqlstate == "57014":
+        return StatementTimeout(detail=message)
+    if sqlstate in _NOT_MIGRATED:
+        return NotMigrated(detail=message)
     if sqlstate == "42501":  # insufficient_privilege: the login's tier does not include this call
         return Forbidden(detail=f"{message}: this login's role tier may not make this call (see the README's "
                                 "role matrix)")
     if sqlstate is None or sqlstate.startswith(("08", "57P", "53")):
-        return DatabaseError(detail=message)
+        return DatabaseError(detail=message, retryable=True)
     return ServerError(detail=f"{sqlstate}: {message}")
 
 

@@ -13,12 +13,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yoyo import get_backend, read_migrations
 
 from pyapp.client import error_from_psycopg
-from pyapp.settings import yoyo_url
+from pyapp.errors import DatabaseError
+from pyapp.settings import plain_url, yoyo_url
 
 
 def sql_dir() -> Path:
@@ -37,11 +40,46 @@ class MigrationState:
     applied: bool
 
 
+def primary_url(database_url: str) -> str:
+    """A one-host URL of the server that takes writes: a multi-host URL (what clients use to follow a
+    failover) is resolved to its current primary, which yoyo, reading one host only, can then migrate.
+    Refuses a standby (read-only) with a DATABASE_ERROR that says so."""
+    url = plain_url(database_url)
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseError(detail=f"not a PostgreSQL URL: {exc}") from exc
+    several = "," in str(info.get("host") or "") or "," in str(info.get("port") or "")
+    if several and not info.get("target_session_attrs"):
+        info["target_session_attrs"] = "read-write"
+    try:
+        with psycopg.connect(make_conninfo("", **info), autocommit=True, connect_timeout=5) as conn:
+            standby = conn.execute("select pg_catalog.pg_is_in_recovery()").fetchone()
+            host, port = conn.info.host, conn.info.port
+    except psycopg.Error as exc:
+        raise error_from_psycopg(exc) from exc
+    if standby and standby[0]:
+        raise DatabaseError(detail=f"{host}:{port} is a standby (read-only): migrate the primary, or give a "
+                                   "multi-host URL with target_session_attrs=read-write")
+    info.update(host=host, port=str(port))
+    info.pop("target_session_attrs", None)
+    info.pop("hostaddr", None)
+    auth = quote(str(info.pop("user", "")), safe="")
+    if info.get("password"):
+        auth += ":" + quote(str(info.pop("password")), safe="")
+    dbname = quote(str(info.pop("dbname", "")), safe="")
+    netloc = f"{auth}@" if auth else ""
+    netloc += f"[{host}]" if ":" in host else host
+    query = urlencode({k: v for k, v in info.items() if k not in ("host", "port") and v is not None})
+    return f"postgresql://{netloc}:{port}/{dbname}" + (f"?{query}" if query else "")
+
+
 @contextmanager
 def _backend(database_url: str) -> Iterator[tuple[Any, Any]]:
-    """yoyo's backend under its lock; database errors come out as pgwallet errors, not tracebacks."""
+    """yoyo's backend on the primary, under its lock; database errors come out as pgwallet errors, not
+    tracebacks."""
     try:
-        backend = get_backend(yoyo_url(database_url))
+        backend = get_backend(yoyo_url(primary_url(database_url)))
     except psycopg.Error as exc:
         raise error_from_psycopg(exc) from exc
     try:

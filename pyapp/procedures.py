@@ -147,6 +147,11 @@ IDENTIFIER = Rule("text", _text(1, 63))
 USER = Rule("text", _text(1, 200))
 
 
+READ_PREFIXES = ("pgwallet.get_", "pgwallet.list_")
+READS = frozenset({"pgwallet.account_history", "pgwallet.card_history", "pgwallet.check_invariants",
+                   "pgwallet.cards_to_cash_out"})
+
+
 def one_of(*choices: str) -> Rule:
     return Rule("text", _one_of(*choices))
 
@@ -182,6 +187,13 @@ class ProcedureSpec(Generic[T]):
     shape: Shape
     decode_one: Callable[[Any], T] | None
     signature: inspect.Signature
+
+    @functools.cached_property
+    def repeatable(self) -> bool:
+        """Safe to send again when its outcome is unknown: it carries an idempotency key (a committed call
+        answers its first result again) or only reads. The clients retry only these (``retries=``)."""
+        return (any(p.rule is KEY or p.name == "stripe_session_id" for p in self.params)
+                or self.sql_name.startswith(READ_PREFIXES) or self.sql_name in READS)
 
     def sql(self, placeholder: Callable[[int], str]) -> str:
         """The one statement sent, with the driver's placeholders (``%s`` or ``$n``)."""
