@@ -72,8 +72,9 @@ class Client(SyncInvoker, Procedures):
         kwargs: dict[str, Any] = {"autocommit": True, "row_factory": dict_row,
                                   "prepare_threshold": 0 if prepared else None,
                                   "connect_timeout": max(2, int(self.timeouts.connect))}
-        if self.timeouts.statement_ms is not None:
-            kwargs["options"] = f"-c statement_timeout={self.timeouts.statement_ms}"
+        if self.timeouts.statement_ms is not None:  # added to the URL's own options, if it has any
+            given = conninfo_to_dict(self.url).get("options")
+            kwargs["options"] = f"{given or ''} -c statement_timeout={self.timeouts.statement_ms}".strip()
         self._pool_args: dict[str, Any] = {
             "min_size": min_size, "max_size": max_size, "timeout": timeout, "open": False,
             "connection_class": psycopg.Connection[dict[str, Any]], "kwargs": kwargs,

@@ -264,3 +264,11 @@ def test_migrate_takes_a_multi_host_url(empty_db: str, pg_server: Server) -> Non
     with Client(multi) as client:
         assert client.check_invariants() == []
     assert snapshot(empty_db)
+
+
+def test_the_statement_timeout_joins_the_urls_own_options(db_url: str) -> None:
+    with Client(db_url + "?options=" + quote("-c lock_timeout=1234"), max_size=1) as client, \
+            client.pool.connection() as conn:
+        settings = conn.execute("select current_setting('lock_timeout') as l, "
+                                "current_setting('statement_timeout') as s").fetchone()
+    assert settings == {"l": "1234ms", "s": "30s"}
