@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -20,6 +22,26 @@ from pyapp.settings import database_url, plain_url, prepared_statements_enabled
 def error_from_asyncpg(exc: asyncpg.PostgresError, *, sent: bool = False) -> PgWalletError:
     return from_sqlstate(exc.sqlstate, getattr(exc, "message", None), detail=getattr(exc, "detail", None),
                          hint=getattr(exc, "hint", None), field=getattr(exc, "column_name", None), sent=sent)
+
+
+def for_asyncpg(url: str) -> tuple[str, float | None, dict[str, str]]:
+    """asyncpg passes a URL's unknown query parameters to the server as settings: take out libpq's own,
+    ``connect_timeout`` (seconds) and ``options`` (its ``-c name=value`` pairs become server settings)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    timeout = next((float(v) for k, v in query if k == "connect_timeout" and v), None)
+    settings: dict[str, str] = {}
+    for k, v in query:
+        if k != "options":
+            continue
+        words = iter(shlex.split(v))
+        for word in words:  # -c name=value, -cname=value or --name=value, as libpq takes them
+            pair = next(words, "") if word == "-c" else word[2:] if word.startswith(("-c", "--")) else ""
+            name, _, value = pair.partition("=")
+            if name and value:
+                settings[name.replace("-", "_")] = value
+    rest = urlencode([(k, v) for k, v in query if k not in ("connect_timeout", "options")])
+    return urlunsplit(parts._replace(query=rest)), timeout, settings
 
 
 async def _init_connection(conn: Any) -> None:
@@ -41,9 +63,9 @@ class AsyncClient(AsyncInvoker, Procedures):
         resolved = database_url(url)
         if not resolved:
             raise DatabaseError(detail="no database URL: pass one or set DATABASE_URL")
-        self.url = plain_url(resolved)
+        self.url, url_timeout, self.settings = for_asyncpg(plain_url(resolved))
         self.min_size, self.max_size, self.timeout, self.retries = min_size, max_size, timeout, retries
-        self.timeouts = Timeouts.resolve(statement_timeout, connect_timeout)
+        self.timeouts = Timeouts.resolve(statement_timeout, connect_timeout or url_timeout)
         prepared = prepared_statements_enabled() if prepared_statements is None else prepared_statements
         self.statement_cache_size = 100 if prepared else 0
         self.pool: Any = None
@@ -61,8 +83,9 @@ class AsyncClient(AsyncInvoker, Procedures):
     async def open(self) -> AsyncClient:
         async with self._for_this_loop():
             if self.pool is None:
-                settings = {} if self.timeouts.statement_ms is None else {
-                    "statement_timeout": str(self.timeouts.statement_ms)}
+                settings = dict(self.settings)
+                if self.timeouts.statement_ms is not None:
+                    settings["statement_timeout"] = str(self.timeouts.statement_ms)
                 try:
                     self.pool = await asyncpg.create_pool(
                         self.url, min_size=self.min_size, max_size=self.max_size, timeout=self.timeouts.connect,

@@ -272,3 +272,11 @@ def test_the_statement_timeout_joins_the_urls_own_options(db_url: str) -> None:
         settings = conn.execute("select current_setting('lock_timeout') as l, "
                                 "current_setting('statement_timeout') as s").fetchone()
     assert settings == {"l": "1234ms", "s": "30s"}
+
+    async def show() -> tuple[str, str]:  # the async client takes the same URL (libpq's own parameters too)
+        url = db_url + "?connect_timeout=3&options=" + quote("-c lock_timeout=1234")
+        async with AsyncClient(url, max_size=1) as aclient, aclient.pool.acquire() as conn:
+            row = await conn.fetchrow("select current_setting('lock_timeout'), current_setting('statement_timeout')")
+            return row[0], row[1]
+
+    assert asyncio.run(show()) == ("1234ms", "30s")

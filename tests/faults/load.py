@@ -136,25 +136,31 @@ class MixedLoad:
     async def _work_async(self) -> None:
         rng = random.Random(f"{self.tag}-async")
         f = self.festival
-        async with AsyncClient(self.url, max_size=2, timeout=2, connect_timeout=2) as client:
-            for n in itertools.count():
-                if self._stop.is_set():
-                    return
-                key = f"{self.tag}-async-{n}"
-                a, b = rng.sample(f.wallets, 2)
-                call = Call("transfer", key, (a, b, rng.randint(1, 500), key))
-                try:
-                    call.result = await client.transfer(*call.args)
-                    call.outcome = "ok"
-                except errors.OutcomeUnknown:
-                    call.outcome = "in_doubt"
-                except (errors.DatabaseError, errors.SerializationFailure):
-                    call.outcome = "not_sent"
-                    await asyncio.sleep(0.05)
-                except errors.PgWalletError:
-                    call.outcome = "refused"
-                with self._lock:
-                    self.calls.append(call)
+        client = AsyncClient(self.url, max_size=2, timeout=2, connect_timeout=2)  # opens on its first call
+        try:
+            await self._transfers_async(client, rng, f)
+        finally:
+            await client.close()
+
+    async def _transfers_async(self, client: AsyncClient, rng: random.Random, f: Festival) -> None:
+        for n in itertools.count():
+            if self._stop.is_set():
+                return
+            key = f"{self.tag}-async-{n}"
+            a, b = rng.sample(f.wallets, 2)
+            call = Call("transfer", key, (a, b, rng.randint(1, 500), key))
+            try:
+                call.result = await client.transfer(*call.args)
+                call.outcome = "ok"
+            except errors.OutcomeUnknown:
+                call.outcome = "in_doubt"
+            except (errors.DatabaseError, errors.SerializationFailure):
+                call.outcome = "not_sent"
+                await asyncio.sleep(0.05)
+            except errors.PgWalletError:
+                call.outcome = "refused"
+            with self._lock:
+                self.calls.append(call)
 
     @staticmethod
     def method(client: Client, kind: str) -> Any:
