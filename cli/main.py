@@ -124,6 +124,40 @@ def check(app: AppContext, as_json: bool) -> None:
         sys.exit(1)
 
 
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="Processes (uvicorn workers).")
+@click.option("--hash-token", "token", default=None, metavar="TOKEN",
+              help="Print the SHA-256 to configure for TOKEN (PGWALLET_HTTP_TOKENS=name:tier:HASH) and exit.")
+@pass_app
+def serve(app: AppContext, host: str, port: int, workers: int, token: str | None) -> None:
+    """Run the HTTP service: /v1 routes, the seeds' paths, /admin, /healthz, /readyz, /metrics."""
+    if token is not None:
+        from pyapp.http.tokens import token_hash
+
+        click.echo(token_hash(token))
+        return
+    try:
+        import uvicorn
+
+        from pyapp.http.tokens import TokenConfigError, Tokens
+    except ImportError as exc:
+        raise click.ClickException(f"the HTTP service needs its extra: pip install 'pgwallet[http]' ({exc})") from exc
+    try:
+        tokens = Tokens.from_env()
+    except TokenConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not tokens:
+        click.echo("warning: no token configured (PGWALLET_HTTP_TOKENS): every route but the Stripe webhook, "
+                   "/healthz, /readyz and /metrics answers 401", err=True)
+    import os
+
+    os.environ["DATABASE_URL"] = app.url
+    uvicorn.run("pyapp.http:app", host=host, port=port, workers=workers, log_level="info",
+                proxy_headers=True, forwarded_allow_ips=os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1"))
+
+
 @cli.command("roles")
 @pass_app
 def roles(app: AppContext) -> None:

@@ -133,11 +133,17 @@ class Edge:
     _default: Edge | None = None
 
     @classmethod
+    def from_env(cls, client: Client) -> Edge:
+        """Handlers over ``client`` with the settings of the environment: ``STRIPE_WEBHOOK_SECRET``,
+        ``PGWALLET_CURRENCY`` (EUR) and ``PGWALLET_CURRENCY_EXPONENT`` (2)."""
+        return cls(client, stripe_secret=os.environ.get("STRIPE_WEBHOOK_SECRET"),
+                   currency=os.environ.get("PGWALLET_CURRENCY", "EUR"),
+                   exponent=int(os.environ.get("PGWALLET_CURRENCY_EXPONENT", "2")))
+
+    @classmethod
     def default(cls) -> Edge:
         if cls._default is None:
-            cls._default = cls(Client(), stripe_secret=os.environ.get("STRIPE_WEBHOOK_SECRET"),
-                               currency=os.environ.get("PGWALLET_CURRENCY", "EUR"),
-                               exponent=int(os.environ.get("PGWALLET_CURRENCY_EXPONENT", "2")))
+            cls._default = cls.from_env(Client())
         return cls._default
 
     def amount(self, value: Any, field: str) -> int:

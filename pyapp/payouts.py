@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from pyapp.procedures import AMOUNT, ID, KEY, Rule, procedure
+from pyapp.procedures import AMOUNT, ID, KEY, LIMIT, Rule, one_of, procedure
 from pyapp.results import Result
 
 MAX_WINNERS = 1_000_000
@@ -189,6 +189,45 @@ def get_payout_job_status(job_id: JobId) -> PayoutJob:
     raise NotImplementedError
 
 
+JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class FailedEntry(Result):
+    """A winner the job could not pay, and why (fix it, then ``retry_failed_payout_entries``)."""
+
+    entry_id: int
+    job_id: int
+    account_id: int
+    amount: int
+    error: str | None
+    attempts: int
+    processed_at: datetime | None = None
+
+
+def _jobs(rows: Any) -> list[PayoutJob]:
+    return [PayoutJob.from_mapping(r) for r in rows]
+
+
+def _failed(rows: Any) -> list[FailedEntry]:
+    return [FailedEntry.from_mapping(r) for r in rows]
+
+
+@procedure("pgwallet.list_payout_jobs", decode=_jobs)
+def list_payout_jobs(status: Annotated[str | None, one_of(*JOB_STATUSES)] = None,
+                     limit: Annotated[int, LIMIT] = 50,
+                     before_job_id: Annotated[int | None, ID] = None) -> list[PayoutJob]:
+    """Payout jobs, newest first (of one status when given); pass the last ``job_id`` seen for the next page."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.list_failed_payout_entries", decode=_failed)
+def list_failed_payout_entries(job_id: JobId, limit: Annotated[int, LIMIT] = 100,
+                               after_entry_id: Annotated[int | None, ID] = None) -> list[FailedEntry]:
+    """The job's failed entries with their errors, in entry order."""
+    raise NotImplementedError
+
+
 class PayoutProcedures:
     """Batched payouts, as methods of both clients (see ``pyapp.api``)."""
 
@@ -198,3 +237,5 @@ class PayoutProcedures:
     retry_failed_payout_entries = retry_failed_payout_entries
     cancel_payout_job = cancel_payout_job
     get_payout_job_status = get_payout_job_status
+    list_payout_jobs = list_payout_jobs
+    list_failed_payout_entries = list_failed_payout_entries

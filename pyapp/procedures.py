@@ -192,8 +192,12 @@ class ProcedureSpec(Generic[T]):
     def repeatable(self) -> bool:
         """Safe to send again when its outcome is unknown: it carries an idempotency key (a committed call
         answers its first result again) or only reads. The clients retry only these (``retries=``)."""
-        return (any(p.rule is KEY or p.name == "stripe_session_id" for p in self.params)
-                or self.sql_name.startswith(READ_PREFIXES) or self.sql_name in READS)
+        return any(p.rule is KEY or p.name == "stripe_session_id" for p in self.params) or self.reads_only
+
+    @functools.cached_property
+    def reads_only(self) -> bool:
+        """It changes nothing (a GET route of the HTTP service)."""
+        return self.sql_name.startswith(READ_PREFIXES) or self.sql_name in READS
 
     def sql(self, placeholder: Callable[[int], str]) -> str:
         """The one statement sent, with the driver's placeholders (``%s`` or ``$n``)."""

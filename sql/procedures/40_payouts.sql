@@ -603,8 +603,59 @@ $$;
 
 -- What each role may call: edge functions create jobs and read their status; staff run the workers,
 -- retry and cancel.
+-- list_payout_jobs: payout jobs, newest first, p_limit at a time (only those of status p_status when
+-- given), each as get_payout_job_status shows it. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_payout_jobs(p_status text default null, p_limit integer default 50,
+                                                     p_before_job_id bigint default null)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    perform pgwallet.check_request(p_status is null or p_status in ('queued', 'running', 'completed',
+                                   'completed_with_errors', 'failed', 'cancelled'), 'status',
+                                   'must be queued, running, completed, completed_with_errors, failed or cancelled');
+    return coalesce((select jsonb_agg(pgwallet.payout_job_json(j) order by j.id desc)
+                     from (select * from pgwallet.payout_jobs x
+                           where (p_status is null or x.status = p_status)
+                             and (p_before_job_id is null or x.id < p_before_job_id)
+                           order by x.id desc limit p_limit) j), '[]');
+end
+$$;
+
+-- list_failed_payout_entries: the failed entries of job p_job_id (winner account, amount, error, attempts,
+-- when), p_limit at a time after entry p_after_entry_id: what staff fix before retry_failed_payout_entries.
+-- Locks nothing. Raises: INVALID_REQUEST, PAYOUT_JOB_NOT_FOUND.
+create or replace function pgwallet.list_failed_payout_entries(p_job_id bigint, p_limit integer default 100,
+                                                               p_after_entry_id bigint default 0)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    if not exists (select 1 from pgwallet.payout_jobs j where j.id = p_job_id) then
+        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
+    end if;
+    return coalesce((select jsonb_agg(jsonb_build_object('entry_id', e.id, 'job_id', e.job_id, 'account_id',
+                                                         e.account_id, 'amount', e.amount, 'error', e.error,
+                                                         'attempts', e.attempts, 'processed_at', e.processed_at)
+                                      order by e.id)
+                     from (select * from pgwallet.payout_entries x
+                           where x.job_id = p_job_id and x.status = 'failed' and x.id > coalesce(p_after_entry_id, 0)
+                           order by x.id limit p_limit) e), '[]');
+end
+$$;
+
 grant execute on function pgwallet.get_payout_job_status(bigint) to pgwallet_app;
 grant execute on function
+    pgwallet.list_payout_jobs(text, integer, bigint),
+    pgwallet.list_failed_payout_entries(bigint, integer, bigint),
     pgwallet.create_payout_job(text, bigint, bigint, integer, jsonb, text, bigint),
     pgwallet.retry_failed_payout_entries(bigint),
     pgwallet.cancel_payout_job(bigint)
