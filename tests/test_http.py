@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from test_edge import SECRET, event, order_body, signed
 
 from pyapp import Client
-from pyapp.http.app import PUBLIC, create_app, is_read
+from pyapp.http.service import PUBLIC, create_app, is_read
 from pyapp.http.tokens import Tokens, parse, token_hash
 
 TOKENS = {tier: f"secret-{tier}" for tier in ("app", "webhook", "worker", "staff", "admin", "readonly")}
@@ -236,3 +236,15 @@ def test_admin_page_and_its_event_stream(http: TestClient) -> None:
                 data = json.loads(line[6:])
                 break
     assert data["payout_jobs"] == [] and "jobs_by_status" in data
+
+
+def test_the_module_level_app_is_an_asgi_application(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``uvicorn pyapp.http:app``: configured from the environment, built on first use."""
+    import pyapp.http
+
+    monkeypatch.setenv("DATABASE_URL", db_url)
+    monkeypatch.setattr(pyapp.http, "_built", {})
+    app = pyapp.http.app
+    assert callable(app) and type(app).__name__ == "Starlette"
+    with TestClient(app) as client:
+        assert client.get("/readyz").json()["status"] == "ready"

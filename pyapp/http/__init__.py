@@ -11,7 +11,7 @@ __all__ = ["app", "create_app"]
 
 
 def create_app(*args: Any, **kwargs: Any) -> Any:
-    from pyapp.http.app import create_app as build
+    from pyapp.http.service import create_app as build
 
     return build(*args, **kwargs)
 

@@ -35,7 +35,7 @@ async def page(request: Request) -> Response:
 
 
 async def snapshot(client: Any, performer: int | None) -> dict[str, Any]:
-    from pyapp.http.app import plain
+    from pyapp.http.service import plain
 
     jobs = await client.list_payout_jobs(limit=20)
     recent = await client.list_jobs(limit=200)
@@ -49,7 +49,7 @@ async def snapshot(client: Any, performer: int | None) -> dict[str, Any]:
 async def events(request: Request) -> Response:
     """``/admin/events?token=...[&performer=ID]``: a snapshot now, then one each time a NOTIFY or the tick
     comes. (EventSource cannot send headers: the token comes as a query parameter, over TLS.)"""
-    from pyapp.http.app import Unauthorized
+    from pyapp.http.service import Unauthorized
 
     service = request.app.state.service
     caller = service.tokens.caller(request.query_params.get("token", ""))

@@ -468,6 +468,9 @@ begin
         returning * into v_job;
     end if;
     v_job := pgwallet.finish_payout_job(v_job);
+    if v_paid + v_failed > 0 then  -- watchers (the admin page) follow the progress, one notice per batch
+        perform pg_catalog.pg_notify('pgwallet_payout_progress', p_job_id::text);
+    end if;
     return pgwallet.payout_job_json(v_job) || pgwallet.payout_clocks()
            || jsonb_build_object('processed', v_paid + v_failed, 'paid', v_paid, 'failed', v_failed);
 end

@@ -84,6 +84,7 @@ $("payouts").addEventListener("click", async (e) => {
     if (e.target.classList.contains("retry")) {
       const done = await call("POST", "retry_failed_payout_entries", {job_id: job});
       say(`job ${job}: ${fmt(done.retried)} failed entries are pending again`);
+      $("failed").innerHTML = "";
     } else if (e.target.classList.contains("cancel")) {
       if (!confirm(`Cancel payout job ${job}? What is left in the pool is released.`)) return;
       await call("POST", "cancel_payout_job", {job_id: job});
