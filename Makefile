@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup run test browser test-faults pgbouncer test-thorough lint bench bench-ledger bench-cashless bench-queue bench-payouts clean
+.PHONY: setup run test browser test-faults pgbouncer test-thorough lint bench bench-ledger bench-cashless bench-queue bench-payouts bench-http clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,7 +62,7 @@ test-thorough: setup
 	HYPOTHESIS_PROFILE=thorough $(BIN)/pytest
 
 # Every benchmark, one after the other (each prints its ratios and writes bench/results/<name>.json).
-bench: bench-ledger bench-cashless bench-queue bench-payouts
+bench: bench-ledger bench-cashless bench-queue bench-payouts bench-http
 
 bench-ledger: setup
 	$(BIN)/python bench/run.py
@@ -75,6 +75,9 @@ bench-queue: setup
 
 bench-payouts: setup
 	$(BIN)/python bench/payouts.py
+
+bench-http: setup
+	$(BIN)/python bench/http.py
 
 clean:
 	-$(BIN)/pgwallet db down

@@ -5,6 +5,7 @@ Idempotency-Key header, the seeds' paths, health, readiness, metrics and the gen
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -49,11 +50,15 @@ def error(answer: Any, status: int, code: str, field: str | None = None) -> dict
     return dict(body)
 
 
-def test_health_readiness_metrics_openapi(http: TestClient) -> None:
+def test_health_readiness_metrics_openapi(http: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="pgwallet.http.access")
     assert http.get("/healthz").json() == {"status": "ok"}
     ready = http.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
     http.get("/v1/get_account", params={"account_id": 1}, headers=bearer("app"))
+    logged = [json.loads(r.getMessage()) for r in caplog.records if r.name == "pgwallet.http.access"]
+    assert {"route": "/v1/get_account", "status": 404, "error": "ACCOUNT_NOT_FOUND", "caller": "app-token"}.items() \
+        <= logged[-1].items() and logged[-1]["request_id"] and logged[-1]["ms"] >= 0
     metrics = http.get("/metrics").text
     assert 'pgwallet_http_requests_total{route="/v1/get_account",status="404"} 1.0' in metrics
     assert "pgwallet_http_request_seconds_bucket" in metrics and "pgwallet_payout_entries_paid" in metrics

@@ -27,6 +27,7 @@ from test_properties import (
     KEY,
     Bad,
     Case,
+    bad_choice,
     bad_int,
     bad_text,
     expect_refused,
@@ -36,11 +37,11 @@ from test_properties import (
 
 from pyapp import Client
 from pyapp.api import Procedures
-from pyapp.payouts import PayoutProcedures
+from pyapp.payouts import JOB_STATUSES, PayoutProcedures
 from pyapp.procedures import BIGINT_MAX, Procedure
 
 METHODS = ("create_payout_job", "process_payout_batch", "next_payout_job", "retry_failed_payout_entries",
-           "cancel_payout_job", "get_payout_job_status")
+           "cancel_payout_job", "get_payout_job_status", "list_payout_jobs", "list_failed_payout_entries")
 TOO_BIG = 10**18  # ids, shares and amounts have at most 18 digits
 
 
@@ -97,6 +98,8 @@ def valid_call(method: str, w: PayoutWorld) -> dict[str, Any]:
         "retry_failed_payout_entries": {"job_id": w.with_errors},
         "cancel_payout_job": {"job_id": w.job},
         "get_payout_job_status": {"job_id": w.job},
+        "list_payout_jobs": {"status": "completed_with_errors", "limit": 10, "before_job_id": w.job + 1000},
+        "list_failed_payout_entries": {"job_id": w.with_errors, "limit": 10, "after_entry_id": 1},
     }[method]
 
 
@@ -153,6 +156,11 @@ def refusals(method: str, w: PayoutWorld) -> dict[str, list[Bad]]:
         "retry_failed_payout_entries": {"job_id": [*job_id, finished]},
         "cancel_payout_job": {"job_id": [*job_id, refusal(st.just(w.completed), "INVALID_STATE_TRANSITION")]},
         "get_payout_job_status": {"job_id": job_id},
+        "list_payout_jobs": {"status": [Bad(bad_choice(JOB_STATUSES).filter(lambda v: v is not None))],
+                             "limit": [Bad(bad_int(1, 1000, required=True))],
+                             "before_job_id": [Bad(bad_int(1, 2**63 - 1, required=False))]},
+        "list_failed_payout_entries": {"job_id": job_id, "limit": [Bad(bad_int(1, 1000, required=True))],
+                                       "after_entry_id": [Bad(bad_int(1, 2**63 - 1, required=False))]},
     }[method]
 
 
@@ -212,7 +220,7 @@ def test_every_payout_procedure_is_covered() -> None:
 
 
 def test_valid_payout_calls_succeed(db_url: str, client: Client) -> None:
-    read_only = {"get_payout_job_status", "next_payout_job"}
+    read_only = {"get_payout_job_status", "next_payout_job", "list_payout_jobs", "list_failed_payout_entries"}
     for method in METHODS:
         w = build_world(client)
         before = snapshot(db_url)

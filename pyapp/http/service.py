@@ -363,6 +363,11 @@ def create_app(url: str | None = None, tokens: Tokens | None = None, *, pool_siz
     from pyapp.http import admin
 
     service = Service(database_url(url), tokens if tokens is not None else Tokens.from_env(), pool_size=pool_size)
+    if not access.handlers and not logging.getLogger().handlers:  # nobody configured logging: one line each
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
