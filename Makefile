@@ -77,7 +77,7 @@ bench-payouts: setup
 	$(BIN)/python bench/payouts.py
 
 bench-http: setup
-	$(BIN)/python bench/http.py
+	$(BIN)/python bench/http_service.py
 
 clean:
 	-$(BIN)/pgwallet db down

@@ -253,3 +253,17 @@ def test_the_module_level_app_is_an_asgi_application(db_url: str, monkeypatch: p
     assert callable(app) and type(app).__name__ == "Starlette"
     with TestClient(app) as client:
         assert client.get("/readyz").json()["status"] == "ready"
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_every_v1_route_answers_with_a_result_or_a_typed_error(http: TestClient, name: str) -> None:
+    """With no arguments, as admin (every tier's calls): a result (a read needing none) or a typed 4xx naming
+    what is missing; never a 500, never a route that is not there."""
+    spec = PUBLIC[name].spec
+    answer = (http.get(f"/v1/{name}", headers=bearer("admin")) if is_read(spec)
+              else http.post(f"/v1/{name}", json={}, headers=bearer("admin")))
+    if answer.status_code == 200:
+        assert "data" in answer.json()
+    else:
+        body = error(answer, answer.status_code, answer.json()["error"]["code"])
+        assert 400 <= answer.status_code < 500 and body["code"] != "ROUTE_NOT_FOUND", body

@@ -1,7 +1,7 @@
 """pgwallet HTTP benchmark: bar orders through ``pgwallet serve`` against the same calls made directly with
 ``AsyncClient``, same concurrency, interleaved pairs.
 
-``.venv/bin/python bench/http.py [--seconds 10] [--pairs 3] [--concurrency 8] [--cards 10000]`` (``--quick``
+``.venv/bin/python bench/http_service.py [--seconds 10] [--pairs 3] [--concurrency 8] [--cards 10000]`` (``--quick``
 for a smoke run; ``make bench-http``). A private durable server (or DATABASE_URL's), a fresh
 ``pgwallet_bench`` database with funded cards and bars (bench/cashless.py's loader), one ``pgwallet serve``
 process (one uvicorn worker, an app-tier token). Each run keeps ``--concurrency`` orders in flight for
@@ -39,7 +39,7 @@ from pyapp.http.tokens import token_hash
 from pyapp.migrations import migrate
 from pyapp.settings import plain_url
 
-RESULTS_FILE = ledger_bench.BENCH_DIR / "results" / "http.json"
+RESULTS_FILE = ledger_bench.BENCH_DIR / "results" / "http_service.json"
 ITEMS = [{"sku": "beer", "name": "Beer", "quantity": 1, "unit_price": 450},
          {"sku": "water", "name": "Water", "quantity": 1, "unit_price": 200},
          {"sku": "crisps", "name": "Crisps", "quantity": 1, "unit_price": 250}]
