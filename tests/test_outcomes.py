@@ -280,3 +280,24 @@ def test_the_statement_timeout_joins_the_urls_own_options(db_url: str) -> None:
             return row[0], row[1]
 
     assert asyncio.run(show()) == ("1234ms", "30s")
+
+
+def test_the_cli_says_what_failed_and_migrates_through_a_multi_host_url(empty_db: str, pg_server: Server) -> None:
+    """As a real process: one line naming the reason and the host, no traceback; migrate takes the URL
+    clients use for failover."""
+    import subprocess
+
+    from test_cli import PGWALLET
+
+    down = subprocess.run([str(PGWALLET), "--database-url", "postgresql://postgres@127.0.0.1:1/x", "account",
+                           "show", "1"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert down.returncode == 1 and "Traceback" not in down.stderr
+    assert "DATABASE_ERROR" in down.stderr and "127.0.0.1:1" in down.stderr and "refused" in down.stderr
+    multi = (f"postgresql://{pg_server.user}@127.0.0.1:1,{pg_server.host}:{pg_server.port}/"
+             f"{empty_db.rsplit('/', 1)[1]}?target_session_attrs=read-write")
+    migrated = subprocess.run([str(PGWALLET), "--database-url", multi, "migrate"], capture_output=True, text=True,
+                              timeout=120, stdin=subprocess.DEVNULL)
+    assert migrated.returncode == 0 and migrated.stdout.strip().endswith("procedures installed"), migrated.stderr
+    unmigrated = subprocess.run([str(PGWALLET), "--database-url", pg_server.url("postgres"), "account", "show",
+                                 "1"], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert unmigrated.returncode == 1 and "NOT_MIGRATED" in unmigrated.stderr and "Traceback" not in unmigrated.stderr
