@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from cli.context import AppContext, emit, json_option, pass_app
+from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
 from pyapp import migrations
 from pyapp.embedded import EmbeddedServer, EmbeddedServerError
 from pyapp.errors import PgWalletError
@@ -71,8 +71,10 @@ def db_down() -> None:
 @json_option
 def db_status(as_json: bool) -> None:
     """Is the embedded server running, where, on which port."""
-    info = EmbeddedServer().status()
-    text = f"running at {info.url} ({info.source}, data in {info.data_dir})" if info.running else "stopped"
+    server = EmbeddedServer()
+    info = server.status()
+    text = (f"running at {info.url} ({info.source}, data in {info.data_dir})" if info.running
+            else f"stopped (home {server.home}: PGWALLET_HOME, else the .pgwallet of this project)")
     emit(info, as_json, text)
     if not info.running:
         sys.exit(3)
@@ -81,28 +83,46 @@ def db_status(as_json: bool) -> None:
 @db.command("url")
 def db_url() -> None:
     """Print the embedded server's URL (exit 3 when it is not running)."""
-    url = EmbeddedServer().url()
+    server = EmbeddedServer()
+    url = server.url()
     if not url:
-        click.echo("the embedded server is not running: `pgwallet db up`", err=True)
+        click.echo(f"the embedded server of {server.home} is not running: `pgwallet db up` (looked for "
+                   ".pgwallet/ from this folder up to the project's root; PGWALLET_HOME overrides)", err=True)
         sys.exit(3)
     click.echo(url)
 
 
 @cli.command()
 @click.option("--list", "show_list", is_flag=True, help="List migrations and whether each is applied.")
-@click.option("--rollback", is_flag=True, help="Roll back the latest migration.")
+@click.option("--rollback", is_flag=True, help="Roll back the latest migration (asks first on a terminal).")
 @click.option("--all", "all_migrations", is_flag=True, help="With --rollback: roll back every migration.")
+@click.option("--break-lock", is_flag=True, help="Remove yoyo's lock left by a killed migration (none may run).")
+@yes_option
 @json_option
 @pass_app
-def migrate(app: AppContext, show_list: bool, rollback: bool, all_migrations: bool, as_json: bool) -> None:
-    """Apply pending migrations, then re-install sql/procedures (one transaction)."""
+def migrate(app: AppContext, show_list: bool, rollback: bool, all_migrations: bool, break_lock: bool, yes: bool,
+            as_json: bool) -> None:
+    """Apply pending migrations, then re-install sql/procedures (one transaction).
+
+    URL: DATABASE_URL or --database-url, postgresql:// or postgresql+psycopg://; a multi-host URL migrates
+    its primary. A rollback drops the procedures too: calls answer NOT_MIGRATED until the next migrate."""
     if all_migrations and not rollback:
         raise click.UsageError("--all goes with --rollback")
+    if break_lock:
+        confirm("Remove yoyo's migration lock? Only when no migration is running.", yes)
+        migrations.break_lock(app.url)
+        emit({"lock": "broken"}, as_json, "yoyo's migration lock removed")
+        return
     if show_list:
         states = migrations.status(app.url)
         emit(states, as_json, "\n".join(f"[{'x' if s.applied else ' '}] {s.id}" for s in states))
         return
     if rollback:
+        applied = [s.id for s in migrations.status(app.url) if s.applied]
+        going = applied[::-1] if all_migrations else applied[-1:]
+        if going:
+            what = "every pgwallet table and its data" if all_migrations else "its tables and their data"
+            confirm(f"Roll back {', '.join(going)}? This drops {what}.", yes)
         done = migrations.rollback(app.url, all_migrations=all_migrations)
         emit({"rolled_back": done}, as_json, "\n".join(f"rolled back {m}" for m in done) or "nothing to roll back")
         return

@@ -13,8 +13,8 @@ import asyncpg
 
 from pyapp.api import Procedures
 from pyapp.client import backoff
-from pyapp.connection import Timeouts, where
-from pyapp.errors import DatabaseError, OutcomeUnknown, PgWalletError, from_sqlstate
+from pyapp.connection import APPLIED_SQL, HAS_MIGRATIONS_SQL, Timeouts, not_migrated, where
+from pyapp.errors import DatabaseError, NotMigrated, OutcomeUnknown, PgWalletError, from_sqlstate
 from pyapp.procedures import AsyncInvoker, ProcedureSpec, T
 from pyapp.settings import database_url, plain_url, prepared_statements_enabled
 
@@ -138,7 +138,12 @@ class AsyncClient(AsyncInvoker, Procedures):
         try:
             records = await conn.fetch(spec.numeric_sql, *params)
         except asyncpg.PostgresError as exc:
-            raise error_from_asyncpg(exc, sent=True) from exc
+            error = error_from_asyncpg(exc, sent=True)
+            if isinstance(error, NotMigrated):
+                with contextlib.suppress(Exception):
+                    present = await conn.fetchval(HAS_MIGRATIONS_SQL)
+                    error = not_migrated(await conn.fetchval(APPLIED_SQL) if present else None, error.detail)
+            raise error from exc
         except Exception as exc:  # the connection died mid-call (reset, closed, another operation...)
             raise OutcomeUnknown(detail=f"{type(exc).__name__}: {exc}") from exc
         finally:

@@ -16,8 +16,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from pyapp.api import Procedures
-from pyapp.connection import Timeouts, unreachable
-from pyapp.errors import DatabaseError, OutcomeUnknown, PgWalletError, from_sqlstate, invalid
+from pyapp.connection import APPLIED_SQL, HAS_MIGRATIONS_SQL, Timeouts, not_migrated, unreachable
+from pyapp.errors import DatabaseError, NotMigrated, OutcomeUnknown, PgWalletError, from_sqlstate, invalid
 from pyapp.procedures import ProcedureSpec, SyncInvoker, T
 from pyapp.settings import database_url, plain_url, prepared_statements_enabled
 
@@ -116,6 +116,15 @@ class Client(SyncInvoker, Procedures):
                 time.sleep(backoff(attempt))
         raise AssertionError("unreachable")  # the loop returns or raises
 
+    @staticmethod
+    def _not_migrated(conn: psycopg.Connection[Any], error: NotMigrated) -> NotMigrated:
+        try:
+            present = conn.execute(HAS_MIGRATIONS_SQL).fetchone()
+            row = conn.execute(APPLIED_SQL).fetchone() if present and present["present"] else None
+        except psycopg.Error:
+            return error
+        return not_migrated(row["migration_id"] if row else None, error.detail)
+
     def _send(self, spec: ProcedureSpec[T], params: list[Any]) -> T:
         """One attempt: borrow a connection (nothing is sent if that fails), send the statement, map what
         went wrong by whether it had been sent."""
@@ -132,7 +141,10 @@ class Client(SyncInvoker, Procedures):
         try:
             rows = conn.execute(spec.format_sql, params).fetchall()
         except psycopg.Error as exc:
-            raise error_from_psycopg(exc, sent=True) from exc
+            error = error_from_psycopg(exc, sent=True)
+            if isinstance(error, NotMigrated):
+                error = self._not_migrated(conn, error)
+            raise error from exc
         except Exception as exc:  # anything else mid-call: the statement may have gone out
             raise OutcomeUnknown(detail=f"{type(exc).__name__}: {exc}") from exc
         finally:

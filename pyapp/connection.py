@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from pyapp.errors import DatabaseError
+from pyapp.errors import DatabaseError, NotMigrated
 
 DEFAULT_STATEMENT_TIMEOUT = 30.0  # seconds; PGWALLET_STATEMENT_TIMEOUT overrides it, 0 switches it off
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -90,3 +90,24 @@ def _classify(exc: psycopg.Error, text: str, timed_out: bool) -> tuple[str, bool
     if "fatal" in lowered:
         return "the server refused the connection", True  # starting up, shutting down, too many clients
     return ("timed out" if timed_out else "connection refused or unreachable"), True
+
+
+#: Whether yoyo's table is there, then the newest migration the database has.
+HAS_MIGRATIONS_SQL = "select pg_catalog.to_regclass('_yoyo_migration') is not null as present"
+APPLIED_SQL = "select max(migration_id) as migration_id from _yoyo_migration"
+
+
+def expected_migration() -> str:
+    """The newest migration this code ships: what its procedures expect the schema to be."""
+    from importlib.resources import files
+
+    names = [p.name for p in files("pyapp.sql").joinpath("migrations").iterdir()]
+    return sorted(n[:-4] for n in names if n.endswith(".sql") and not n.endswith(".rollback.sql"))[-1]
+
+
+def not_migrated(applied: str | None, cause: str | None) -> NotMigrated:
+    """NOT_MIGRATED naming both versions: the database's newest migration and the one this code expects."""
+    expected = expected_migration()
+    at = f"the database is at {applied}" if applied else "the database has no pgwallet migration"
+    return NotMigrated(detail=f"{at}, this code expects {expected}: run `pgwallet migrate` (the migrations, then "
+                              f"this code's procedures){f' [{cause}]' if cause else ''}")

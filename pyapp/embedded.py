@@ -174,10 +174,23 @@ def find_bindir() -> Path | None:
     return None
 
 
-def default_home() -> Path:
-    """$PGWALLET_HOME if set, else Path.cwd() / ".pgwallet" (the folder is per project checkout)."""
+def default_home(start: Path | None = None) -> Path:
+    """$PGWALLET_HOME if set; else the ``.pgwallet`` folder of the project this folder is in: the nearest
+    one from here up, or the project's root (the nearest folder with ``yoyo.ini`` and ``sql/migrations``,
+    or a ``pyproject.toml``); else ``.pgwallet`` here. So ``pgwallet db url`` answers from any folder of a
+    checkout, not only from its root."""
     env = os.environ.get("PGWALLET_HOME")
-    return Path(env).expanduser() if env else Path.cwd() / ".pgwallet"
+    if env:
+        return Path(env).expanduser()
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / ".pgwallet").is_dir():
+            return folder / ".pgwallet"
+    for folder in (here, *here.parents):
+        if ((folder / "yoyo.ini").is_file() and (folder / "sql" / "migrations").is_dir()) \
+                or (folder / "pyproject.toml").is_file():
+            return folder / ".pgwallet"
+    return here / ".pgwallet"
 
 
 # --------------------------------------------------------------------------- small helpers
