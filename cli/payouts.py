@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
-from typing import Any, TextIO
+from decimal import Decimal
+from typing import Any, BinaryIO, TextIO
 
 import click
 
 from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
 from pyapp.client import Client
-from pyapp.errors import invalid
+from pyapp.errors import InvalidRequest, invalid
 from pyapp.money import format_minor, to_minor
 from pyapp.pacing import DEFAULT_RATIO
 from pyapp.payout_worker import PayoutWorker
@@ -33,30 +34,62 @@ Say = Callable[[str], None]
 # -- reading the winners -----------------------------------------------------------------------------
 
 
-def read_winners(stream: TextIO, exponent: int) -> list[dict[str, int]]:
-    """Winners from CSV with a header: ``account_id,share`` (shares: whole or decimal numbers, scaled to
-    whole weights) or ``account_id,amount`` (decimals in the currency, converted exactly)."""
-    reader = csv.DictReader(stream)
-    fields = [f.strip().lower() for f in reader.fieldnames or []]
-    account_col = next((f for f in ("account_id", "account") if f in fields), None)
-    form = "share" if "share" in fields else "amount" if "amount" in fields else None
-    if account_col is None or form is None:
-        raise invalid("winners", "the CSV needs a header: account_id,share or account_id,amount")
-    rows: list[tuple[int, str]] = []
-    for line, raw in enumerate(reader, start=2):
-        row = {(k or "").strip().lower(): (v or "").strip() for k, v in raw.items()}
-        try:
-            rows.append((int(row[account_col]), row[form]))
-        except ValueError:
-            raise invalid("winners", f"line {line}: account_id must be a whole number") from None
-    if form == "amount":
-        return [{"account_id": a, "amount": to_minor(v, exponent, field="winners")} for a, v in rows]
+_ACCOUNT = re.compile(r"[1-9][0-9]{0,17}")
+_SHARE = re.compile(r"[0-9]{1,18}(?:\.[0-9]{1,18})?")
+MAX_WINNERS = 1_000_000
+
+
+def read_winners(data: bytes, exponent: int) -> list[dict[str, int]]:
+    """Winners from a CSV file as spreadsheets save it: UTF-8 (with or without a BOM), any line ends, ``,``
+    ``;`` or tab between fields (read from the header), quoted fields. The header names ``account_id`` (or
+    ``account``) and either ``share`` (whole or decimal numbers, scaled to whole weights) or ``amount``
+    (decimals in the currency, converted exactly). Every refusal names the line."""
     try:
-        shares = [Decimal(v) for _, v in rows]
-    except InvalidOperation:
-        raise invalid("winners", "each share must be a number") from None
-    if any(not s.is_finite() or s < 0 for s in shares):
-        raise invalid("winners", "each share must be a number >= 0")
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise invalid("winners", f"the file is not UTF-8 text (byte {exc.start}): save it as CSV UTF-8") from None
+    first = next((line for line in text.splitlines() if line.strip()), None)
+    if first is None:
+        raise invalid("winners", "the file is empty: it needs a header (account_id,share or account_id,amount)")
+    delimiter = max(",;\t", key=first.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = [h.strip().lower() for h in next(reader)]
+        account_col = next((header.index(f) for f in ("account_id", "account") if f in header), None)
+        forms = [f for f in ("share", "amount") if f in header]
+        if account_col is None or len(forms) != 1:
+            raise invalid("winners", "line 1: the header names account_id and one of share or amount"
+                          + (" (not both: they would disagree)" if len(forms) == 2 else ""))
+        form, value_col = forms[0], header.index(forms[0])
+        rows: list[tuple[int, str]] = []
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                raise invalid("winners", f"line {line}: {len(row)} fields, the header has {len(header)}")
+            account, value = row[account_col].strip(), row[value_col].strip()
+            if not _ACCOUNT.fullmatch(account):
+                raise invalid("winners", f"line {line}: account_id must be a positive whole number, "
+                                         f"not {account!r:.30}")
+            if form == "share" and not _SHARE.fullmatch(value):
+                raise invalid("winners", f"line {line}: share must be a number such as 3 or 0.25, not {value!r:.30}")
+            rows.append((int(account), value))
+            if len(rows) > MAX_WINNERS:
+                raise invalid("winners", f"line {line}: at most {MAX_WINNERS:,} winners in one job")
+    except csv.Error as exc:
+        raise invalid("winners", f"line {reader.line_num}: {exc}") from None
+    if not rows:
+        raise invalid("winners", "the file has a header but no winner: nothing to pay (the challenge id stays free)")
+    if form == "amount":
+        winners = []
+        for n, (account_id, value) in enumerate(rows):
+            try:
+                winners.append({"account_id": account_id, "amount": to_minor(value, exponent, field="winners")})
+            except InvalidRequest as exc:
+                raise invalid("winners", f"row {n + 1} (account {account_id}): amount {exc.detail}") from None
+        return winners
+    shares = [Decimal(v) for _, v in rows]
     places = max((-int(s.as_tuple().exponent) for s in shares), default=0)
     scale = Decimal(10) ** max(places, 0)
     return [{"account_id": a, "share": int(s * scale)} for (a, _), s in zip(rows, shares, strict=True)]
@@ -134,8 +167,9 @@ def payouts() -> None:
 @click.option("--pool", "pool_account_id", required=True, type=int, help="The prize pool's account.")
 @click.option("--fee-bps", "fee_bps", default=0, show_default=True, type=int,
               help="Platform fee in basis points of the pool (250 = 2.5%).")
-@click.option("--winners", "winners_file", required=True, type=click.File("r", encoding="utf-8"),
-              help="CSV with a header: account_id,share or account_id,amount ('-' for stdin).")
+@click.option("--winners", "winners_file", required=True, type=click.File("rb"),
+              help="CSV with a header: account_id,share or account_id,amount ('-' for stdin); a spreadsheet's "
+                   "CSV (BOM, CRLF, ; or tab) is fine.")
 @click.option("--total", default=None, help="The pool to pay out (a decimal). Default: the pool's available balance.")
 @click.option("--fee-account", "fee_account_id", default=None, type=int,
               help="Where the fee goes. Default: it stays in the pool account.")
@@ -143,12 +177,12 @@ def payouts() -> None:
 @yes_option
 @json_option
 @pass_app
-def payouts_create(app: AppContext, challenge_id: str, pool_account_id: int, fee_bps: int, winners_file: TextIO,
+def payouts_create(app: AppContext, challenge_id: str, pool_account_id: int, fee_bps: int, winners_file: BinaryIO,
                    total: str | None, fee_account_id: int | None, idempotency_key: str | None, yes: bool,
                    as_json: bool) -> None:
     """Create the payout job of a challenge; it returns at once (workers pay it)."""
     pool = app.client.get_account(pool_account_id)
-    winners = read_winners(io.StringIO(winners_file.read()), pool.exponent)
+    winners = read_winners(winners_file.read(64 * MAX_WINNERS), pool.exponent)
     total_pool = to_minor(total, pool.exponent, field="total") if total is not None else pool.available
     confirm(f"Pay {format_minor(total_pool, pool.exponent)} {pool.currency} from account {pool_account_id} "
             f"to {len(winners):,} winners of challenge {challenge_id}?", yes)

@@ -17,7 +17,14 @@ def to_minor(text: str | Decimal | int, exponent: int, *, field: str = "amount")
     """``to_minor("12.50", 2) == 1250``; refuses more decimals than the currency has, signs and floats."""
     if isinstance(text, bool | float):
         raise invalid(field, "must be a decimal string such as 12.50, not a float")
-    match = _DECIMAL.match(format(text, "f") if isinstance(text, Decimal) else str(text))
+    if isinstance(text, Decimal):  # bounded before it is written out: 1e-999999999 is 13 bytes, not 1 GB
+        decimals = text.as_tuple().exponent  # "n", "N" or "F" for the non-finite
+        if not text.is_finite() or not isinstance(decimals, int) or text.adjusted() > 19 or decimals < -40:
+            raise invalid(field, "must be a positive decimal such as 12.50, of at most 19 digits and 40 decimals")
+        text = format(text, "f")
+    elif isinstance(text, str) and len(text) > 64:
+        raise invalid(field, "must be a positive decimal such as 12.50 (at most 64 characters)")
+    match = _DECIMAL.match(str(text))
     if not match:
         raise invalid(field, "must be a positive decimal such as 12.50")
     whole, fraction = match.group(1), (match.group(2) or "").rstrip("0")

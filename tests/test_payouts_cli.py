@@ -107,13 +107,25 @@ def test_the_console_script_creates_and_works(ledger: Ledger, db_url: str, tmp_p
 
 
 def test_reading_winners() -> None:
-    assert read_winners(io.StringIO("account_id,share\n7,0.5\n8,1.25\n"), 2) == [
+    assert read_winners(b"account_id,share\n7,0.5\n8,1.25\n", 2) == [
         {"account_id": 7, "share": 50}, {"account_id": 8, "share": 125}]
-    assert read_winners(io.StringIO("Account, Amount\n7, 12.5\n"), 2) == [{"account_id": 7, "amount": 1250}]
-    for text in ("account_id,share\nx,1\n", "account_id,share\n7,-1\n", "account_id,share\n7,abc\n", "a,b\n"):
+    assert read_winners(b"Account, Amount\n7, 12.5\n", 2) == [{"account_id": 7, "amount": 1250}]
+    # as spreadsheets save it: a BOM, CRLF, ; or tab, quoted fields, blank lines
+    for saved in (b"\xef\xbb\xbfaccount_id;share\r\n7;1\r\n8;2\r\n", b"account_id\tshare\n7\t1\n\n8\t2\n",
+                  b'"account_id","share"\r\n"7","1"\r\n"8","2"\r\n'):
+        assert read_winners(saved, 2) == [{"account_id": 7, "share": 1}, {"account_id": 8, "share": 2}], saved
+    for data, says in ((b"account_id,share\nx,1\n", "line 2: account_id"), (b"account_id,share\n7,-1\n", "line 2"),
+                       (b"account_id,share\n7,abc\n", "line 2: share"), (b"a,b\n", "line 1"),
+                       (b"account_id,share\n7,1\n8,1,9\n", "line 3: 3 fields"),
+                       (b"account_id,share\n7,1e999999\n", "line 2: share"),
+                       (b"account_id,share,amount\n7,1,2\n", "not both"),
+                       (b"account_id,share\n", "no winner"), (b"", "empty"),
+                       (b"account_id,share\n7,\xff\n", "not UTF-8"),
+                       (b"account_id,amount\n7,1.001\n", "account 7"),
+                       (b'account_id,share\n"7,1\n', "line")):
         with pytest.raises(errors.InvalidRequest) as bad:
-            read_winners(io.StringIO(text), 2)
-        assert bad.value.field == "winners"
+            read_winners(data, 2)
+        assert bad.value.field == "winners" and says in (bad.value.detail or ""), (data, bad.value.detail)
 
 
 def test_progress_on_a_terminal_draws_a_bar() -> None:
