@@ -36,6 +36,28 @@ def card_id(app: AppContext, ref: str) -> int:
     return app.client.lookup_card(uid, location="cli", device="pgwallet-cli").card_id
 
 
+def staff_id(app: AppContext, ref: str) -> int:
+    """A staff member by id or by name (an active one; a name two of them share is refused)."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
+        return int(ref)
+    found = [m for m in app.client.list_staff("active", 1000) if m.name.casefold() == ref.casefold()]
+    if len(found) != 1:
+        raise click.BadParameter(f"{ref!r}: {'no active staff member' if not found else 'several staff members'} "
+                                 "of that name (`pgwallet staff list`); give the id", param_hint="--staff")
+    return found[0].id
+
+
+def checkpoint_id(app: AppContext, ref: str) -> int:
+    """A checkpoint by id or by name."""
+    if ref.isascii() and ref.isdigit() and len(ref) <= 18:
+        return int(ref)
+    found = [k for k in app.client.list_checkpoints(1000) if k.name.casefold() == ref.casefold()]
+    if len(found) != 1:
+        raise click.BadParameter(f"{ref!r}: {'no checkpoint' if not found else 'several checkpoints'} of that name "
+                                 "(`pgwallet checkpoint list`); give the id", param_hint="--checkpoint")
+    return found[0].id
+
+
 def describe_card(card: Card) -> str:
     money = format_minor(card.balance, card.exponent)
     extra = f", replaced by card {card.replaced_by}" if card.replaced_by else ""
@@ -81,6 +103,18 @@ def card_issue(app: AppContext, uid: str, holder: str | None, currency: str, pay
     """Issue a card for NFC UID."""
     issued = app.client.issue_card(uid, currency=currency.upper(), holder=holder, payout_method=payout_method)
     emit(issued, as_json, "issued " + describe_card(issued))
+
+
+@card.command("list")
+@click.option("--status", default=None, type=click.Choice(("active", "blocked", "cashed_out")))
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--after", "after_id", default=None, type=int, help="The last id seen, for the next page.")
+@json_option
+@pass_app
+def card_list(app: AppContext, status: str | None, limit: int, after_id: int | None, as_json: bool) -> None:
+    """The cards with their balances (commands take the id or the NFC uid)."""
+    found = app.client.list_cards(status, limit, after_id)
+    emit(found, as_json, "\n".join(describe_card(c) for c in found) or "no card")
 
 
 @card.command("show")
@@ -157,21 +191,23 @@ def card_history(app: AppContext, card_ref: str, limit: int, before_entry_id: in
 @click.argument("amount")
 @click.option("--method", "payment_method", type=click.Choice(PAYMENT_METHODS), required=True,
               help="cash (into the checkpoint's drawer) or card (a card payment).")
-@click.option("--staff", "staff_id", type=int, required=True, help="The staff member taking the payment.")
-@click.option("--checkpoint", "checkpoint_id", type=int, required=True)
+@click.option("--staff", "staff_ref", required=True, envvar="PGWALLET_STAFF_ID",
+              help="The staff member taking the payment: id or name ($PGWALLET_STAFF_ID).")
+@click.option("--checkpoint", "checkpoint_ref", required=True, help="The checkpoint: id or name.")
 @request_id_option
 @yes_option
 @json_option
 @pass_app
-def recharge(app: AppContext, card_ref: str, amount: str, payment_method: str, staff_id: int, checkpoint_id: int,
+def recharge(app: AppContext, card_ref: str, amount: str, payment_method: str, staff_ref: str, checkpoint_ref: str,
              request_id: str | None, yes: bool, as_json: bool) -> None:
-    """Recharge CARD (id or NFC uid) with AMOUNT (a decimal, e.g. 20.00) at a checkpoint."""
+    """Recharge CARD (id or NFC uid) with AMOUNT (a decimal such as 20.00) at a checkpoint."""
+    staff_member, desk = staff_id(app, staff_ref), checkpoint_id(app, checkpoint_ref)
     target = app.client.get_card(card_id(app, card_ref))
     minor = to_minor(amount, target.exponent)
     confirm(f"Recharge {format_minor(minor, target.exponent)} {target.currency} ({payment_method}) onto card "
             f"{target.card_id}?", yes)
     key = _key(request_id)
-    done = app.client.process_checkpoint_recharge(target.card_id, minor, staff_id, checkpoint_id, payment_method, key)
+    done = app.client.process_checkpoint_recharge(target.card_id, minor, staff_member, desk, payment_method, key)
     emit({"recharge": done, "request_id": key}, as_json,
          f"{describe_recharge(done, target.exponent)} (request id {key})")
 
@@ -183,14 +219,26 @@ def bar() -> None:
 
 @bar.command("create")
 @click.argument("code")
-@click.argument("name")
+@click.argument("name", required=False)
 @click.option("--currency", default="EUR", show_default=True)
 @json_option
 @pass_app
-def bar_create(app: AppContext, code: str, name: str, currency: str, as_json: bool) -> None:
-    """Create bar CODE (the point_of_sale of its terminals) with a revenue collector account."""
-    made = app.client.create_bar(code, name, currency=currency.upper())
+def bar_create(app: AppContext, code: str, name: str | None, currency: str, as_json: bool) -> None:
+    """Create bar CODE (its terminals' point_of_sale; NAME, if given, for people) with a revenue account."""
+    made = app.client.create_bar(code, name or code, currency=currency.upper())
     emit(made, as_json, f"bar {made.code} ({made.name}): revenue account {made.revenue_account_id}")
+
+
+@bar.command("list")
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--after", "after_id", default=None, type=int, help="The last id seen, for the next page.")
+@json_option
+@pass_app
+def bar_list(app: AppContext, limit: int, after_id: int | None, as_json: bool) -> None:
+    """The bars: code, name, currency, revenue account."""
+    found = app.client.list_bars(limit, after_id)
+    emit(found, as_json, "\n".join(f"bar {b.id} {b.code} ({b.name}), {b.currency}: revenue account "
+                                   f"{b.revenue_account_id}" for b in found) or "no bar")
 
 
 @click.group()
@@ -218,8 +266,8 @@ def _refund_items(values: tuple[str, ...]) -> list[dict[str, Any]] | None:
     items = []
     for value in values:
         sku, _, quantity = value.rpartition("=")
-        if not sku or not quantity.isdigit():
-            raise click.BadParameter(f"{value!r}: expected SKU=QUANTITY", param_hint="--item")
+        if not sku or not (quantity.isascii() and quantity.isdigit() and len(quantity) <= 4):
+            raise click.BadParameter(f"{value!r}: expected SKU=QUANTITY, a quantity of 1 to 9999", param_hint="--item")
         items.append({"sku": sku, "quantity": int(quantity)})
     return items or None
 
@@ -260,6 +308,18 @@ def staff_add(app: AppContext, name: str, as_json: bool) -> None:
     emit(made, as_json, f"staff {made.id} {made.name}: {made.status}")
 
 
+@staff.command("list")
+@click.option("--status", default=None, type=click.Choice(STAFF_STATUSES))
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--after", "after_id", default=None, type=int, help="The last id seen, for the next page.")
+@json_option
+@pass_app
+def staff_list(app: AppContext, status: str | None, limit: int, after_id: int | None, as_json: bool) -> None:
+    """The staff members: id, name, status (commands take the id or the name)."""
+    found = app.client.list_staff(status, limit, after_id)
+    emit(found, as_json, "\n".join(f"staff {m.id} {m.name}: {m.status}" for m in found) or "no staff member")
+
+
 @staff.command("status")
 @click.argument("staff_id", type=int)
 @click.argument("status", type=click.Choice(STAFF_STATUSES))
@@ -287,33 +347,47 @@ def checkpoint_create(app: AppContext, name: str, currency: str, as_json: bool) 
     emit(made, as_json, f"checkpoint {made.id} ({made.name}): drawer account {made.drawer_account_id}")
 
 
+@checkpoint.command("list")
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--after", "after_id", default=None, type=int, help="The last id seen, for the next page.")
+@json_option
+@pass_app
+def checkpoint_list(app: AppContext, limit: int, after_id: int | None, as_json: bool) -> None:
+    """The checkpoints and the cash each drawer should hold."""
+    found = app.client.list_checkpoints(limit, after_id)
+    emit(found, as_json, "\n".join(f"checkpoint {k.id} {k.name}: drawer account {k.drawer_account_id}, expected "
+                                   f"cash {format_minor(k.expected_cash, k.exponent)} {k.currency}" for k in found)
+         or "no checkpoint")
+
+
 @click.group()
 def drawer() -> None:
     """Cash drawers of the checkpoints."""
 
 
 @drawer.command("close")
-@click.argument("checkpoint_id", type=int)
-@click.option("--staff", "staff_id", type=int, required=True)
+@click.argument("checkpoint_ref", metavar="CHECKPOINT")
+@click.option("--staff", "staff_ref", required=True, envvar="PGWALLET_STAFF_ID", help="Id or name.")
 @click.option("--counted", required=True, help="The cash counted in the drawer, a decimal.")
 @request_id_option
 @yes_option
 @json_option
 @pass_app
-def drawer_close(app: AppContext, checkpoint_id: int, staff_id: int, counted: str, request_id: str | None,
+def drawer_close(app: AppContext, checkpoint_ref: str, staff_ref: str, counted: str, request_id: str | None,
                  yes: bool, as_json: bool) -> None:
-    """End of shift at CHECKPOINT_ID: hand the drawer's cash to the cash office and record the count."""
-    state = app.client.get_checkpoint(checkpoint_id)
+    """End of shift at CHECKPOINT (id or name): hand the drawer's cash to the cash office, record the count."""
+    desk, staff_member = checkpoint_id(app, checkpoint_ref), staff_id(app, staff_ref)
+    state = app.client.get_checkpoint(desk)
     exp = state.exponent
     minor = amount_or_zero(counted, exp, "counted")
-    confirm(f"Close the drawer of checkpoint {checkpoint_id}: {format_minor(minor, exp)} {state.currency} counted, "
+    confirm(f"Close the drawer of checkpoint {desk}: {format_minor(minor, exp)} {state.currency} counted, "
             f"{format_minor(state.expected_cash, exp)} expected?", yes)
     key = _key(request_id)
-    done = app.client.close_drawer(checkpoint_id, staff_id, minor, key)
+    done = app.client.close_drawer(desk, staff_member, minor, key)
     difference = ("exact" if done.difference == 0 else
                   f"{'over' if done.difference > 0 else 'short'} by {format_minor(abs(done.difference), exp)}")
     emit({"closing": done, "request_id": key}, as_json,
-         f"{'replayed: ' if done.replayed else ''}drawer of checkpoint {checkpoint_id} closed: expected "
+         f"{'replayed: ' if done.replayed else ''}drawer of checkpoint {desk} closed: expected "
          f"{format_minor(done.expected_amount, exp)} {done.currency}, counted "
          f"{format_minor(done.counted_amount, exp)}, {difference} (request id {key})")
 

@@ -91,3 +91,23 @@ def confirm(question: str, yes: bool) -> None:
 #: The active staff member (pgwallet.staff) a staff command acts as: recorded, and what rate limits count.
 staff_option = click.option("--staff", "staff_id", type=int, required=True, envvar="PGWALLET_STAFF_ID",
                             help="Your staff id (`pgwallet staff add NAME`; or $PGWALLET_STAFF_ID).")
+
+
+def worker_logging() -> None:
+    """Workers' log records (pgwallet.*) at INFO, each with its time, on standard error: a worker runs for
+    hours under systemd or in a container, and its lines are read afterwards."""
+    import logging
+
+    logger = logging.getLogger("pgwallet")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def stamped(line: str) -> str:
+    """``line`` with the local time in front, for the lines a worker prints."""
+    from datetime import datetime
+
+    return f"{datetime.now().astimezone().isoformat(timespec='seconds')} {line}"

@@ -93,7 +93,7 @@ def invest_show(app: AppContext, investment_id: int, as_json: bool) -> None:
 
 @invest.command("dividend")
 @click.argument("product_id", type=int)
-@click.option("--amount", required=True, help="The dividend, a decimal (e.g. 1000.00).")
+@click.option("--amount", required=True, help="The dividend, a decimal such as 1000.00.")
 @click.option("--key", "idempotency_key", default=None, help="Idempotency key; default: a new one (printed).")
 @staff_option
 @yes_option

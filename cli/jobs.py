@@ -11,7 +11,7 @@ import time
 
 import click
 
-from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
+from cli.context import AppContext, confirm, emit, json_option, pass_app, stamped, worker_logging, yes_option
 from pyapp.errors import invalid
 from pyapp.job_worker import HANDLERS, JobWorker
 from pyapp.jobs import JOB_STATUSES, Job
@@ -51,9 +51,10 @@ def jobs_work(app: AppContext, kinds: str | None, once: bool, poll_interval: flo
         raise invalid("lease_seconds", "must be 1 to 86400")
     chosen = [k.strip() for k in kinds.split(",") if k.strip()] if kinds is not None else None
     out = sys.stderr if as_json else sys.stdout
+    worker_logging()
 
     def on_job(job: Job) -> None:
-        click.echo(describe_job(job), file=out)
+        click.echo(stamped(describe_job(job)), file=out)
 
     worker = JobWorker(app.url, kinds=chosen, poll_interval=poll_interval, lease_seconds=lease_seconds,
                        on_job=on_job)

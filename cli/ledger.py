@@ -74,6 +74,18 @@ def account_open(app: AppContext, currency: str, kind: str, name: str | None, al
     emit(opened, as_json, "opened " + describe(opened))
 
 
+@account.command("list")
+@click.option("--kind", default=None, type=click.Choice(ACCOUNT_KINDS))
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.option("--after", "after_id", default=None, type=int, help="The last id seen, for the next page.")
+@json_option
+@pass_app
+def account_list(app: AppContext, kind: str | None, limit: int, after_id: int | None, as_json: bool) -> None:
+    """Accounts with their balances, in id order (of one --kind)."""
+    found = app.client.list_accounts(kind, limit, after_id)
+    emit(found, as_json, "\n".join(describe(a) for a in found) or "no account")
+
+
 @account.command("show")
 @click.argument("account_id", type=int)
 @json_option
@@ -138,7 +150,7 @@ def _move(app: AppContext, from_account: int, to_account: int, amount: str, idem
 @pass_app
 def transfer(app: AppContext, from_account: int, to_account: int, amount: str, idempotency_key: str | None,
              yes: bool, as_json: bool) -> None:
-    """Move AMOUNT (a decimal, e.g. 12.50) from FROM_ACCOUNT to TO_ACCOUNT (staff; never out of an
+    """Move AMOUNT (a decimal such as 12.50) from FROM_ACCOUNT to TO_ACCOUNT (staff; never out of an
     account that may go negative: that is `pgwallet fund`)."""
     _move(app, from_account, to_account, amount, idempotency_key, yes, as_json, funding=False)
 

@@ -37,6 +37,7 @@ class Group(click.Group):
 
 
 @click.group(cls=Group)
+@click.version_option(package_name="pgwallet", prog_name="pgwallet")
 @click.option("--database-url", envvar="DATABASE_URL", default=None, metavar="URL",
               help="postgresql://... (default: $DATABASE_URL, else the embedded server if it runs).")
 @click.pass_context
@@ -205,7 +206,27 @@ def _register() -> None:
 _register()
 
 
+def global_options_first(args: list[str]) -> list[str]:
+    """``--database-url`` may come after the subcommand too (``pgwallet account show 4 --database-url U``):
+    moved to the front, where click reads it."""
+    moved: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest += args[i:]
+            break
+        if arg == "--database-url" and i + 1 < len(args):
+            moved += args[i:i + 2]
+            i += 2
+            continue
+        (moved if arg.startswith("--database-url=") else rest).append(arg)
+        i += 1
+    return moved + rest
+
+
 def main() -> None:
-    # the pool's retries would print a warning per attempt; the one error line is ours
+    # the pool's retries would print a warning per attempt; the one error line (what failed, where) is ours
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
-    cli(prog_name="pgwallet")
+    cli(args=global_options_first(sys.argv[1:]), prog_name="pgwallet")

@@ -20,13 +20,13 @@ from typing import Any, BinaryIO, TextIO
 
 import click
 
-from cli.context import AppContext, confirm, emit, json_option, pass_app, yes_option
+from cli.context import AppContext, confirm, emit, json_option, pass_app, stamped, worker_logging, yes_option
 from pyapp.client import Client
 from pyapp.errors import InvalidRequest, invalid
 from pyapp.money import format_minor, to_minor
 from pyapp.pacing import DEFAULT_RATIO
 from pyapp.payout_worker import PayoutWorker
-from pyapp.payouts import PayoutBatch, PayoutJob
+from pyapp.payouts import JOB_STATUSES, PayoutBatch, PayoutJob
 
 Say = Callable[[str], None]
 
@@ -144,8 +144,8 @@ class Progress:
             now = time.monotonic()
             if job.finished or now - self.last_line.get(job.job_id, 0.0) >= 1.0:
                 self.last_line[job.job_id] = now
-                click.echo(f"job {job.job_id}: {job.status}, {job.paid_winners}/{job.total_winners} paid, "
-                           f"{job.failed_winners} failed, {job.progress_percent:g}%", file=self.out)
+                click.echo(stamped(f"job {job.job_id}: {job.status}, {job.paid_winners}/{job.total_winners} paid, "
+                                   f"{job.failed_winners} failed, {job.progress_percent:g}%"), file=self.out)
 
     def close(self) -> None:
         with self.lock:
@@ -183,6 +183,9 @@ def payouts_create(app: AppContext, challenge_id: str, pool_account_id: int, fee
     """Create the payout job of a challenge; it returns at once (workers pay it)."""
     pool = app.client.get_account(pool_account_id)
     winners = read_winners(winners_file.read(64 * MAX_WINNERS), pool.exponent)
+    if total is None and pool.available <= 0:
+        raise click.UsageError(f"pool account {pool_account_id} has {format_minor(pool.available, pool.exponent)} "
+                               f"{pool.currency} available: fund it first, or give --total")
     total_pool = to_minor(total, pool.exponent, field="total") if total is not None else pool.available
     confirm(f"Pay {format_minor(total_pool, pool.exponent)} {pool.currency} from account {pool_account_id} "
             f"to {len(winners):,} winners of challenge {challenge_id}?", yes)
@@ -190,6 +193,34 @@ def payouts_create(app: AppContext, challenge_id: str, pool_account_id: int, fee
     job = app.client.create_payout_job(challenge_id, pool_account_id, total_pool, fee_bps, winners, key,
                                        fee_account_id=fee_account_id)
     emit({"job": job, "idempotency_key": key}, as_json, f"{describe_job(job, pool.exponent)} (key {key})")
+
+
+@payouts.command("list")
+@click.option("--status", default=None, type=click.Choice(JOB_STATUSES))
+@click.option("--limit", default=50, show_default=True, type=int)
+@click.option("--before", "before_job_id", default=None, type=int, help="The last job id seen, for the next page.")
+@json_option
+@pass_app
+def payouts_list(app: AppContext, status: str | None, limit: int, before_job_id: int | None, as_json: bool) -> None:
+    """Payout jobs, newest first (of one --status)."""
+    found = app.client.list_payout_jobs(status, limit, before_job_id)
+    exponents: dict[str, int] = {}
+    for job in found:
+        if job.currency not in exponents:
+            exponents[job.currency] = app.client.get_account(job.pool_account_id).exponent
+    emit(found, as_json, "\n".join(describe_job(j, exponents[j.currency]) for j in found) or "no payout job")
+
+
+@payouts.command("failed")
+@click.argument("job_id", type=int)
+@click.option("--limit", default=100, show_default=True, type=int)
+@json_option
+@pass_app
+def payouts_failed(app: AppContext, job_id: int, limit: int, as_json: bool) -> None:
+    """The failed entries of JOB_ID and why (fix them, then `pgwallet payouts retry JOB_ID`)."""
+    found = app.client.list_failed_payout_entries(job_id, limit)
+    emit(found, as_json, "\n".join(f"entry {f.entry_id}: account {f.account_id}, {f.error} ({f.attempts} attempts)"
+                                   for f in found) or f"job {job_id} has no failed entry")
 
 
 @payouts.command("status")
@@ -225,7 +256,7 @@ def payouts_status(app: AppContext, job_id: int, watch: bool, interval: float, a
 @json_option
 @pass_app
 def payouts_retry(app: AppContext, job_id: int, as_json: bool) -> None:
-    """Make the failed entries of JOB_ID pending again (e.g. after unfreezing the winners)."""
+    """Make the failed entries of JOB_ID pending again (after unfreezing the winners, say)."""
     job = app.client.retry_failed_payout_entries(job_id)
     exponent = app.client.get_account(job.pool_account_id).exponent
     emit(job, as_json, f"{job.retried:,} entries to pay again\n{describe_job(job, exponent)}")
@@ -260,6 +291,7 @@ def payouts_work(app: AppContext, batch_size: int, once: bool, poll_interval: fl
         raise invalid("batch_size", "must be 1 to 10000")
     if not 0 <= give_way <= 100:
         raise invalid("give_way", "must be 0 to 100")
+    worker_logging()
     progress = Progress(sys.stderr if as_json else sys.stdout)
 
     def on_batch(batch: PayoutBatch) -> None:

@@ -454,6 +454,40 @@ def cash_out_cards(after_card_id: Annotated[int, NOT_NEGATIVE] = 0, batch_size: 
     raise NotImplementedError
 
 
+CARD_LIST_STATUSES = ("active", "blocked", "cashed_out")
+AfterId = Annotated[int | None, ID]
+
+
+def _listed(cls: type[Any]) -> Any:
+    return lambda rows: [cls.from_mapping(r) for r in rows]
+
+
+@procedure("pgwallet.list_bars", decode=_listed(Bar))
+def list_bars(limit: Annotated[int, LIMIT] = 100, after_id: AfterId = None) -> list[Bar]:
+    """The bars in id order; pass the last ``id`` seen for the next page."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.list_staff", decode=_listed(Staff))
+def list_staff(status: Annotated[str | None, one_of(*STAFF_STATUSES)] = None, limit: Annotated[int, LIMIT] = 100,
+               after_id: AfterId = None) -> list[Staff]:
+    """The staff members in id order (of one status when given)."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.list_checkpoints", decode=_listed(CheckpointState))
+def list_checkpoints(limit: Annotated[int, LIMIT] = 100, after_id: AfterId = None) -> list[CheckpointState]:
+    """The checkpoints in id order, each with the cash its drawer should hold."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.list_cards", decode=_listed(Card))
+def list_cards(status: Annotated[str | None, one_of(*CARD_LIST_STATUSES)] = None,
+               limit: Annotated[int, LIMIT] = 100, after_id: AfterId = None) -> list[Card]:
+    """The cards in id order with their balances (of one status when given)."""
+    raise NotImplementedError
+
+
 class CashlessProcedures:
     """The cashless festival's procedures, as methods of both clients (see ``pyapp.api``)."""
 
@@ -477,3 +511,7 @@ class CashlessProcedures:
     cash_out_card = cash_out_card
     cards_to_cash_out = cards_to_cash_out
     cash_out_cards = cash_out_cards
+    list_bars = list_bars
+    list_staff = list_staff
+    list_checkpoints = list_checkpoints
+    list_cards = list_cards

@@ -163,6 +163,13 @@ def get_account(account_id: AccountId) -> Account:
     raise NotImplementedError
 
 
+@procedure("pgwallet.list_accounts", shape="rows")
+def list_accounts(kind: Annotated[str | None, one_of(*ACCOUNT_KINDS)] = None, limit: Annotated[int, LIMIT] = 100,
+                  after_id: Annotated[int | None, ID] = None) -> list[Account]:
+    """Accounts in id order with their balances (of one kind when given); pass the last ``id`` for the next page."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.account_history", shape="rows")
 def account_history(account_id: AccountId, limit: Annotated[int, LIMIT] = 50,
                     before_entry_id: Annotated[int | None, ID] = None) -> list[HistoryEntry]:
@@ -202,5 +209,6 @@ class LedgerProcedures:
     get_account = get_account
     get_hold = get_hold
     account_history = account_history
+    list_accounts = list_accounts
     purge_idempotency_keys = purge_idempotency_keys
     check_invariants = check_invariants

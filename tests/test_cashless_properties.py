@@ -62,8 +62,10 @@ TOTAL = 1100
 METHODS = ("issue_card", "get_card", "lookup_card", "set_card_status", "replace_card", "card_history", "create_bar",
            "create_staff", "set_staff_status", "create_checkpoint", "get_checkpoint", "process_bar_order",
            "refund_bar_order", "get_bar_order", "process_stripe_recharge", "process_checkpoint_recharge",
-           "close_drawer", "cash_out_card", "cash_out_cards")
-READ_ONLY = {"get_card", "card_history", "get_checkpoint", "get_bar_order"}
+           "close_drawer", "cash_out_card", "cash_out_cards", "list_bars", "list_staff", "list_checkpoints",
+           "list_cards")
+READ_ONLY = {"get_card", "card_history", "get_checkpoint", "get_bar_order", "list_bars", "list_staff",
+             "list_checkpoints", "list_cards"}
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,10 @@ def valid_call(method: str, f: Fest) -> dict[str, Any]:
         "set_staff_status": {"staff_id": f.staff, "status": "inactive"},
         "create_checkpoint": {"name": "Gate", "currency": "EUR"},
         "get_checkpoint": {"checkpoint_id": f.checkpoint},
+        "list_bars": {"limit": 10, "after_id": 1},
+        "list_staff": {"status": "active", "limit": 10, "after_id": 1},
+        "list_checkpoints": {"limit": 10, "after_id": 1},
+        "list_cards": {"status": "active", "limit": 10, "after_id": 1},
         "process_bar_order": {"card_id": f.card, "items": ITEMS, "total_amount": TOTAL, "client_request_id": key,
                               "point_of_sale": f.bar},
         "refund_bar_order": {"order_id": f.order, "client_request_id": key,
@@ -191,6 +197,8 @@ def bad_refund_items() -> st.SearchStrategy[Any]:
 
 
 def refusals(method: str, f: Fest) -> dict[str, list[Bad]]:
+    page_limit = [Bad(bad_int(1, 1000, required=True))]
+    after_id = [Bad(bad_int(1, BIGINT_MAX, required=False))]
     used = refusal(st.just(f.used.get(method, "")), "DUPLICATE_REQUEST", "idempotency_key")
     card_id = [Bad(ID), refusal(missing_ids(), "CARD_NOT_FOUND")]
     currency = [Bad(bad_text(1, 16, required=False)),
@@ -221,6 +229,12 @@ def refusals(method: str, f: Fest) -> dict[str, list[Bad]]:
                              "status": [Bad(bad_choice(STAFF_STATUSES))]},
         "create_checkpoint": {"name": [Bad(bad_text(1, 200, required=True))], "currency": currency},
         "get_checkpoint": {"checkpoint_id": checkpoint_id},
+        "list_bars": {"limit": page_limit, "after_id": after_id},
+        "list_staff": {"status": [Bad(bad_choice(("active", "inactive")).filter(lambda v: v is not None))],
+                       "limit": page_limit, "after_id": after_id},
+        "list_checkpoints": {"limit": page_limit, "after_id": after_id},
+        "list_cards": {"status": [Bad(bad_choice(("active", "blocked", "cashed_out")).filter(lambda v: v is not None))],
+                       "limit": page_limit, "after_id": after_id},
         "process_bar_order": {
             "card_id": [*card_id, refusal(st.sampled_from([f.blocked, f.cashed_out, f.replaced]), "CARD_BLOCKED"),
                         refusal(st.just(f.poor), "INSUFFICIENT_FUNDS", None)],

@@ -39,7 +39,8 @@ IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,62}")
 INVALID = frozenset({"INVALID_REQUEST"})
 METHODS = ("open_account", "open_system_account", "set_account_status", "transfer", "user_transfer", "fund_account",
            "post_operation", "place_hold", "user_place_hold", "capture_hold", "user_capture_hold", "void_hold",
-           "user_void_hold", "expire_holds", "get_account", "get_hold", "account_history", "purge_idempotency_keys")
+           "user_void_hold", "expire_holds", "get_account", "get_hold", "account_history", "purge_idempotency_keys",
+           "list_accounts")
 MOVEMENT_MAX = 10**14  # pgwallet.settings movement_max: the largest amount of one public movement
 
 
@@ -127,6 +128,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
         "get_hold": {"hold_id": w.hold},
         "account_history": {"account_id": w.card, "limit": 10, "before_entry_id": w.entry},
         "purge_idempotency_keys": {"batch_size": 10},
+        "list_accounts": {"kind": "card", "limit": 10, "after_id": 1},
     }[method]
 
 
@@ -393,6 +395,9 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
             "before_entry_id": [Bad(bad_int(1, BIGINT_MAX, required=False))],
         },
         "purge_idempotency_keys": {"batch_size": [Bad(bad_int(1, 100_000, required=True))]},
+        "list_accounts": {"kind": [Bad(bad_choice(ACCOUNT_KINDS).filter(lambda v: v is not None))],
+                          "limit": [Bad(bad_int(1, 1000, required=True))],
+                          "after_id": [Bad(bad_int(1, BIGINT_MAX, required=False))]},
     }[method]
 
 
@@ -489,7 +494,8 @@ def test_every_ledger_procedure_is_covered() -> None:
 def test_valid_calls_succeed(db_url: str, client: Client) -> None:
     """The uncorrupted calls the properties start from do succeed (and the mutating ones change the ledger),
     so every refusal above is caused by the one corrupted argument."""
-    read_only = {"get_account", "get_hold", "account_history", "expire_holds", "purge_idempotency_keys"}
+    read_only = {"get_account", "get_hold", "account_history", "expire_holds", "purge_idempotency_keys",
+                 "list_accounts"}
     for method in METHODS:
         w = build_world(client)
         before = snapshot(db_url)

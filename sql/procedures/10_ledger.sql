@@ -1613,6 +1613,24 @@ begin
 end
 $$;
 
+-- list_accounts: accounts in id order with their balances (only those of kind p_kind when given), p_limit
+-- at a time after p_after_id. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_accounts(p_kind text default null, p_limit integer default 100,
+                                                  p_after_id bigint default 0)
+returns setof pgwallet.account_balances
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    return query select * from pgwallet.account_balances b
+                 where b.id > coalesce(p_after_id, 0) and (p_kind is null or b.kind = p_kind)
+                 order by b.id limit p_limit;
+end
+$$;
+
 -- What each tier may call (the README's matrix). The owner runs everything; PUBLIC executes nothing.
 grant execute on function
     pgwallet.user_transfer(text, bigint, bigint, bigint, text, jsonb),
@@ -1631,6 +1649,7 @@ grant execute on function
     pgwallet.capture_hold(bigint, text, bigint),
     pgwallet.void_hold(bigint, text),
     pgwallet.set_account_status(bigint, text),
+    pgwallet.list_accounts(text, integer, bigint),
     pgwallet.purge_idempotency_keys(integer)
     to pgwallet_staff;
 grant execute on function pgwallet.expire_holds(integer) to pgwallet_worker;

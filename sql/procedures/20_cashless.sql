@@ -1058,6 +1058,82 @@ begin
 end
 $$;
 
+-- list_bars: the bars (points of sale) in id order, p_limit at a time after p_after_id. Locks nothing.
+-- Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_bars(p_limit integer default 100, p_after_id bigint default 0)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    return coalesce((select jsonb_agg(to_jsonb(b) order by b.id) from (
+        select * from pgwallet.bars x where x.id > coalesce(p_after_id, 0) order by x.id limit p_limit) b), '[]');
+end
+$$;
+
+-- list_staff: the staff members in id order (only those of status p_status when given), p_limit at a time
+-- after p_after_id. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_staff(p_status text default null, p_limit integer default 100,
+                                               p_after_id bigint default 0)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    perform pgwallet.check_request(p_status is null or p_status in ('active', 'inactive'), 'status',
+                                   'must be active or inactive');
+    return coalesce((select jsonb_agg(to_jsonb(m) order by m.id) from (
+        select * from pgwallet.staff x where x.id > coalesce(p_after_id, 0) and (p_status is null or x.status = p_status)
+        order by x.id limit p_limit) m), '[]');
+end
+$$;
+
+-- list_checkpoints: the recharge checkpoints in id order, each with the cash its drawer should hold,
+-- p_limit at a time after p_after_id. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_checkpoints(p_limit integer default 100, p_after_id bigint default 0)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    return coalesce((select jsonb_agg(to_jsonb(k) || jsonb_build_object('exponent', c.exponent,
+                                                                         'expected_cash', -a.balance) order by k.id)
+                     from (select * from pgwallet.checkpoints x where x.id > coalesce(p_after_id, 0)
+                           order by x.id limit p_limit) k
+                     join pgwallet.currencies c on c.code = k.currency
+                     join pgwallet.accounts a on a.id = k.drawer_account_id), '[]');
+end
+$$;
+
+-- list_cards: the cards in id order (only those of status p_status when given), with their balances,
+-- p_limit at a time after p_after_id. Locks nothing. Raises: INVALID_REQUEST.
+create or replace function pgwallet.list_cards(p_status text default null, p_limit integer default 100,
+                                               p_after_id bigint default 0)
+returns jsonb
+language plpgsql
+stable
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
+    perform pgwallet.check_request(p_status is null or p_status in ('active', 'blocked', 'cashed_out'), 'status',
+                                   'must be active, blocked or cashed_out');
+    return coalesce((select jsonb_agg(pgwallet.card_json(c) order by c.id) from (
+        select * from pgwallet.cards x where x.id > coalesce(p_after_id, 0) and (p_status is null or x.status = p_status)
+        order by x.id limit p_limit) c), '[]');
+end
+$$;
+
 -- What each tier may call (the README's matrix). Terminals run as pgwallet_app; the Stripe webhook as
 -- pgwallet_webhook; checkpoint desks, set-up, drawers and the close-out are staff work.
 grant execute on function
@@ -1072,6 +1148,10 @@ grant execute on function
     pgwallet.get_card(bigint)
     to pgwallet_webhook;
 grant execute on function
+    pgwallet.list_bars(integer, bigint),
+    pgwallet.list_staff(text, integer, bigint),
+    pgwallet.list_checkpoints(integer, bigint),
+    pgwallet.list_cards(text, integer, bigint),
     pgwallet.process_checkpoint_recharge(bigint, bigint, bigint, bigint, text, text),
     pgwallet.issue_card(text, text, text, text),
     pgwallet.set_card_status(bigint, text, text),
