@@ -40,6 +40,20 @@ begin
 end
 $$;
 
+-- money: p_amount minor units as a person reads them, in the currency's decimals with its code ('50.00 EUR',
+-- '-3 TOKEN'); for the messages of errors, so that a person reads the unit they typed. Locks nothing.
+create or replace function pgwallet.money(p_amount numeric, p_currency text)
+returns text
+language sql
+stable
+set search_path = pgwallet, pg_temp
+as $$
+    select pg_catalog.to_char(p_amount / 10::numeric ^ c.exponent, 'FM999999999999999999990'
+                              || case when c.exponent > 0 then '.' || repeat('0', c.exponent) else '' end)
+           || ' ' || c.code
+    from pgwallet.currencies c where c.code = p_currency
+$$;
+
 -- setting: the value of a row of pgwallet.settings. Locks nothing. Raises: nothing (null if missing).
 create or replace function pgwallet.setting(p_name text)
 returns text

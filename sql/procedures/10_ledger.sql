@@ -402,7 +402,8 @@ begin
                                      'amount');
     elsif not r.d_negative and r.d_balance - r.d_held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS', pg_catalog.format('account %s has %s available, %s requested',
-                                     p_debit, r.d_balance - r.d_held, p_amount), 'debit_account_id');
+                                     p_debit, pgwallet.money(r.d_balance - r.d_held, r.currency),
+                                     pgwallet.money(p_amount, r.currency)), 'debit_account_id');
     end if;
     transfer_id := nextval('pgwallet.transfers_id_seq');
     currency := r.currency;
@@ -642,7 +643,8 @@ begin
            and c_total[k] + c_net[k] - (c_held[k] - c_release[k]) < 0 then
             perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
                 pg_catalog.format('account %s has %s available, %s requested', c_id[k],
-                                  c_total[k] - c_held[k], -c_net[k]),
+                                  pgwallet.money(c_total[k] - c_held[k], c_currency[k]),
+                                  pgwallet.money(-c_net[k], c_currency[k])),
                 case when c_id[k] = any (p_debits) then 'debit_account_id' else 'credit_account_id' end);
         end if;
     end loop;
@@ -919,7 +921,8 @@ begin
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
-                              v_account.balance - v_account.held, p_amount), 'account_id');
+                              pgwallet.money(v_account.balance - v_account.held, v_account.currency),
+                              pgwallet.money(p_amount, v_account.currency)), 'account_id');
     end if;
     update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
     insert into pgwallet.holds (account_id, credit_account_id, amount, currency, expires_at, metadata, domain)
@@ -1341,7 +1344,8 @@ begin
     if not v_account.allow_negative and v_account.balance - v_account.held < p_amount then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_account.id,
-                              v_account.balance - v_account.held, p_amount), 'account_id');
+                              pgwallet.money(v_account.balance - v_account.held, v_account.currency),
+                              pgwallet.money(p_amount, v_account.currency)), 'account_id');
     end if;
     update pgwallet.accounts set held = held + p_amount, updated_at = now() where id = p_account_id;
     insert into pgwallet.holds (account_id, credit_account_id, amount, currency, metadata)

@@ -723,11 +723,13 @@ begin
     select balance into v_balance from pgwallet.accounts where id = v_card.account_id;  -- locked by lock_card
     if p_amount > v_max then
         perform pgwallet.raise_error('LIMIT_EXCEEDED',
-            pg_catalog.format('a Stripe recharge is at most %s minor units, not %s', v_max, p_amount), 'amount');
+            pg_catalog.format('a Stripe recharge is at most %s, not %s', pgwallet.money(v_max, v_card.currency),
+                              pgwallet.money(p_amount, v_card.currency)), 'amount');
     elsif v_balance > v_cap - p_amount then
         perform pgwallet.raise_error('LIMIT_EXCEEDED',
             pg_catalog.format('card %s holds %s: %s more would pass the maximum balance of %s', v_card.id,
-                              v_balance, p_amount, v_cap), 'amount');
+                              pgwallet.money(v_balance, v_card.currency), pgwallet.money(p_amount, v_card.currency),
+                              pgwallet.money(v_cap, v_card.currency)), 'amount');
     end if;
     v_op := nextval('pgwallet.operation_id_seq');
     perform pgwallet.post_legs(v_op, 'stripe_recharge', array[pgwallet.cashless_account(v_card.currency, 'stripe_clearing')],
@@ -797,7 +799,9 @@ begin
     end if;
     if p_amount < v_min or p_amount > v_max then
         perform pgwallet.raise_error('LIMIT_EXCEEDED',
-            pg_catalog.format('a recharge is %s to %s minor units, not %s', v_min, v_max, p_amount), 'amount');
+            pg_catalog.format('a recharge is %s to %s, not %s', pgwallet.money(v_min, v_checkpoint.currency),
+                              pgwallet.money(v_max, v_checkpoint.currency), pgwallet.money(p_amount, v_checkpoint.currency)),
+            'amount');
     end if;
     v_card := pgwallet.lock_card(p_card_id);
     if v_card.status <> 'active' then
@@ -813,7 +817,8 @@ begin
     if v_balance > v_cap - p_amount then
         perform pgwallet.raise_error('LIMIT_EXCEEDED',
             pg_catalog.format('card %s holds %s: %s more would pass the maximum balance of %s', p_card_id,
-                              v_balance, p_amount, v_cap), 'amount');
+                              pgwallet.money(v_balance, v_card.currency), pgwallet.money(p_amount, v_card.currency),
+                              pgwallet.money(v_cap, v_card.currency)), 'amount');
     end if;
     v_source := case p_payment_method when 'cash' then v_checkpoint.drawer_account_id
                      else pgwallet.cashless_account(v_card.currency, 'card_terminal_clearing') end;

@@ -299,7 +299,8 @@ begin
     if not v_user.allow_negative and v_user.balance - v_user.held < p_tokens then
         perform pgwallet.raise_error('INSUFFICIENT_FUNDS',
             pg_catalog.format('account %s has %s available, %s requested', v_user.id,
-                              v_user.balance - v_user.held, p_tokens), 'user_id');
+                              pgwallet.money(v_user.balance - v_user.held, v_user.currency),
+                              pgwallet.money(p_tokens, v_user.currency)), 'user_id');
     end if;
 
     v_item.id := nextval('pgwallet.queue_items_id_seq');
