@@ -10,11 +10,14 @@ way. Stripe amounts are already minor units, as Stripe sends them.
 
 Other domains add a handler with :func:`handler`::
 
-    @handler("queue_join")
-    def queue_join(edge: Edge, request: Request) -> Any:
-        return edge.client.join_queue(...)
+    @handler("tip_purchase")
+    def tip_purchase(edge: Edge, request: Request) -> Any:
+        body = request.json()
+        return edge.client.purchase_tip_grid_item(
+            body.get("user_id"), body.get("performer_id"), body.get("tip_menu_item_id"), "QUEUED",
+            idempotency_key=idempotency_key(request, body), acting_user=body.get("acting_user"))
 
-and call it as ``edge.handle("queue_join", body, headers)`` (or ``Edge.default()``'s).
+and call it as ``edge.handle("tip_purchase", body, headers)`` (or ``Edge.default()``'s).
 """
 
 from __future__ import annotations
@@ -154,12 +157,15 @@ class Edge:
     def handle(self, name: str, body: Body, headers: Headers = None) -> Response:
         """Run handler ``name``: always a status and a JSON-ready dict, never an exception."""
         started = time.perf_counter()
-        lowered = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        lowered = ({str(k).lower(): str(v) for k, v in headers.items()} if isinstance(headers, Mapping)
+                   else {})
         given = lowered.get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         status: int
         payload: dict[str, Any]
         try:
+            if headers is not None and not isinstance(headers, Mapping):
+                raise invalid("headers", "must be a mapping of header names to values")
             fn = HANDLERS.get(name)
             if fn is None:
                 raise invalid("handler", f"no handler named {name}")
@@ -246,6 +252,9 @@ def _stripe_webhook(edge: Edge, request: Request) -> Any:
         raise invalid("data.object", "must be the Checkout session")
     if session.get("payment_status") not in ("paid", "no_payment_required"):
         return {"received": True, "ignored": True, "type": kind, "reason": "payment not completed yet"}
+    if session.get("payment_status") == "no_payment_required" or session.get("amount_total") == 0:
+        # a coupon paid it all: nothing to credit, and a 2xx so that Stripe does not retry for days
+        return {"received": True, "ignored": True, "type": kind, "reason": "nothing was paid (no_payment_required)"}
     metadata = session.get("metadata")
     card = _field(metadata, "card_id") if isinstance(metadata, Mapping) else None
     card = card if card is not None else _field(session, "client_reference_id")
