@@ -73,11 +73,13 @@ class JobTicket(Result):
     replayed: bool
     investment_id: int | None = None
     dividend_id: int | None = None
+    external_reference: str | None = None  # the execution's reference, stable per investment
 
 
 @dataclass(frozen=True)
 class Dividend(Result):
-    """Status: queued -> distributing (its payout job pays the holders) | failed | cancelled."""
+    """Status: queued -> distributing (its payout job pays the holders) -> distributed (it paid them all)
+    | failed | cancelled."""
 
     dividend_id: int
     product_id: int

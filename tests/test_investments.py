@@ -249,7 +249,7 @@ def test_a_dividend_is_paid_pro_rata_through_the_payout_workers(stage: Stage) ->
     assert (dividend.status, dividend.holders, dividend.payout_status) == ("distributing", 3, "queued")
     stage.pay()
     dividend = c.get_dividend(ticket.dividend_id)
-    assert (dividend.payout_status, dividend.paid_amount) == ("completed", 1001)
+    assert (dividend.status, dividend.payout_status, dividend.paid_amount) == ("distributed", "completed", 1001)
     paid = [stage.balance(w) - before for w, before in zip(wallets, (10_000 - 400, 10_000 - 200 - 0, 10_000 - 400),
                                                             strict=True)]
     assert paid == largest_remainder(1001, [400, 200, 400]) == [401, 200, 400]
@@ -353,6 +353,7 @@ def test_edge_takes_the_key_from_the_body_or_the_header(stage: Stage, client: Cl
                                                         "acting_user": stage.owners[wallet]}, {"Idempotency-Key": "x1"})
     assert status == 200 and queued["data"]["status"] == "queued" and queued["data"]["idempotency_key"] == "x1"
     assert queued["data"]["job_id"] and queued["data"]["message"]
+    assert queued["data"]["external_reference"] == f"investment:{investment_id}"  # the seed's externalReference
     stage.work()
     stage.fund_dividends(1000)
     status, dividend = edge.handle("distribute_dividend", {"product_id": stage.product.product_id, "amount": "10",

@@ -180,6 +180,25 @@ def test_purge_keeps_succeeded_jobs_a_day_and_failed_ones_a_week(client: Client,
     assert client.enqueue_job("test.purge", {}, "a").job_id not in (old_ok,)  # a purged key is free again
 
 
+def test_purge_keeps_at_most_the_newest_succeeded_jobs(client: Client, db_url: str) -> None:
+    """The seed's two limits: 24 hours, and at most job_retention_succeeded_max (1000) succeeded jobs."""
+    sql(db_url, "update pgwallet.settings set value = '3' where name = 'job_retention_succeeded_max'")
+    done = []
+    for n in range(5):
+        job = client.enqueue_job("test.cap", {}, f"cap-{n}")
+        client.fetch_jobs("w", ["test.cap"])
+        client.complete_job(job.job_id, "w")
+        sql(db_url, "update pgwallet.jobs set finished_at = now() - %s::interval where id = %s", f"{10 - n} minutes",
+            job.job_id)
+        done.append(job.job_id)
+    failed = client.enqueue_job("test.cap", {}, "cap-failed", max_attempts=1).job_id
+    client.fetch_jobs("w", ["test.cap"])
+    client.fail_job(failed, "w", "boom")
+    assert client.purge_jobs() == 2 and client.purge_jobs() == 0
+    left = {j.job_id for j in client.list_jobs(kind="test.cap")}
+    assert left == {*done[2:], failed}  # the three newest succeeded ones, and the failed one (its own week)
+
+
 # -- the worker --------------------------------------------------------------------------------------
 
 

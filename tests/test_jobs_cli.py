@@ -81,7 +81,7 @@ def test_invest_commands(client: Client, db_url: str) -> None:
     ok(db_url, "jobs", "work", "--once", "--kinds", "dividend")
     ok(db_url, "payouts", "work", "--once")
     shown = ok(db_url, "invest", "dividend-show", str(ticket["dividend_id"])).stdout
-    assert "distributing" in shown and "completed, 5.00 paid to 1 holders" in shown
+    assert "distributed" in shown and "completed, 5.00 paid to 1 holders" in shown
     refused(db_url, "PRODUCT_NOT_FOUND", "invest", "product", "424242")
     refused(db_url, "DIVIDEND_NOT_FOUND", "invest", "dividend-show", "424242")
     refused(db_url, "INVESTMENT_NOT_FOUND", "invest", "show", "424242")

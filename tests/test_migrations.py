@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -74,8 +75,10 @@ def test_migrate_reinstalls_procedures_even_when_nothing_is_pending(empty_db: st
 
 def test_plain_yoyo_apply_installs_the_procedures(empty_db: str) -> None:
     yoyo = Path(sys.executable).parent / "yoyo"
+    # as documented: DATABASE_URL set (the checkout's yoyo.ini reads it), the URL in yoyo's psycopg 3 form
     subprocess.run([str(yoyo), "apply", "--batch", "--database", yoyo_url(empty_db),
-                    str(migrations.migrations_dir())], check=True, capture_output=True, text=True)
+                    str(migrations.migrations_dir())], check=True, capture_output=True, text=True,
+                   env={**os.environ, "DATABASE_URL": yoyo_url(empty_db)})
     assert {"transfer", "place_hold", "check_invariants"} <= functions(empty_db)
     with psycopg.connect(empty_db) as conn:
         assert conn.execute("select count(*) from pgwallet.check_invariants()").fetchone() == (0,)

@@ -406,7 +406,8 @@ end
 $$;
 
 -- purge_jobs: deletes up to p_batch_size finished jobs past their retention (succeeded: setting
--- job_retention_succeeded, 24 h; failed and cancelled: job_retention_failed, 7 days) and returns how
+-- job_retention_succeeded, 24 h, and at most job_retention_succeeded_max of them, 1000; failed and
+-- cancelled: job_retention_failed, 7 days) and returns how
 -- many; call it in a loop until it returns 0 (each call is one short transaction). Locks: the deleted
 -- rows, skipping rows another purge holds. Raises: INVALID_REQUEST.
 create or replace function pgwallet.purge_jobs(p_batch_size integer default 1000)
@@ -419,15 +420,21 @@ declare
     v_count     integer;
     v_succeeded timestamptz := now() - coalesce(pgwallet.setting('job_retention_succeeded'), '24 hours')::interval;
     v_failed    timestamptz := now() - coalesce(pgwallet.setting('job_retention_failed'), '7 days')::interval;
+    v_keep      integer := coalesce(pgwallet.setting('job_retention_succeeded_max'), '1000')::integer;
 begin
     p_batch_size := coalesce(p_batch_size, 1000);
     perform pgwallet.check_request(p_batch_size between 1 and 100000, 'batch_size', 'must be 1 to 100000');
     delete from pgwallet.jobs j
     where j.id = any (array(
         select x.id from pgwallet.jobs x
-        where x.status in ('succeeded', 'failed', 'cancelled')
-          and x.finished_at < greatest(v_succeeded, v_failed)
-          and x.finished_at < case x.status when 'succeeded' then v_succeeded else v_failed end
+        where x.id in (
+            select a.id from pgwallet.jobs a
+            where a.status in ('succeeded', 'failed', 'cancelled')
+              and a.finished_at < greatest(v_succeeded, v_failed)
+              and a.finished_at < case a.status when 'succeeded' then v_succeeded else v_failed end
+            union all  -- and the succeeded ones past the newest job_retention_succeeded_max, however young
+            (select b.id from pgwallet.jobs b where b.status = 'succeeded'
+             order by b.finished_at desc, b.id desc offset v_keep))
         limit p_batch_size
         for update skip locked));
     get diagnostics v_count = row_count;

@@ -437,6 +437,7 @@ begin
     return pgwallet.complete_idempotency_key('execute_investment', p_idempotency_key, v_request,
         jsonb_build_object('job_id', (v_job->>'job_id')::bigint, 'status', 'queued',
                            'idempotency_key', p_idempotency_key, 'investment_id', p_investment_id,
+                           'external_reference', 'investment:' || p_investment_id,
                            'message', pg_catalog.format('investment %s is queued for execution as job %s',
                                                         p_investment_id, v_job->>'job_id'),
                            'replayed', false));
@@ -722,7 +723,7 @@ begin
     elsif new.kind = 'dividend' then
         update pgwallet.dividends d
         set status = new.status, error = case when new.status = 'queued' then d.error else new.last_error end
-        where d.job_id = new.id and d.status not in ('distributing', new.status);
+        where d.job_id = new.id and d.status not in ('distributing', 'distributed', new.status);
     end if;
     return null;
 end
@@ -734,6 +735,27 @@ create or replace trigger jobs_follow_status
     when (old.status is distinct from new.status and new.status in ('queued', 'failed', 'cancelled')
           and new.kind in ('investment_execution', 'dividend'))
     execute function pgwallet.follow_job_status();
+
+-- follow_dividend_payout: trigger on pgwallet.payout_jobs (payout_jobs_dividend_distributed, fired only when a
+-- dividend's payout job, challenge dividend:<id>, becomes completed): the dividend becomes 'distributed'.
+-- Locks: the dividend row (after the job row).
+create or replace function pgwallet.follow_dividend_payout()
+returns trigger
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    update pgwallet.dividends d set status = 'distributed'
+    where d.payout_job_id = new.id and d.status = 'distributing';
+    return null;
+end
+$$;
+
+create or replace trigger payout_jobs_dividend_distributed
+    after update of status on pgwallet.payout_jobs
+    for each row
+    when (new.status = 'completed' and old.status is distinct from 'completed' and new.challenge_id like 'dividend:%')
+    execute function pgwallet.follow_dividend_payout();
 
 -- What each role may call: edge functions create and execute investments and read products,
 -- investments, dividends, jobs and flags; staff create products, distribute dividends, run the job
