@@ -111,6 +111,7 @@ class QueueItem(Result):
     settlement_transfer_id: int | None = None
     fee_transfer_id: int | None = None
     refund_reason: str | None = None
+    updated_at: datetime | None = None
 
 
 @dataclass(frozen=True)

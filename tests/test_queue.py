@@ -132,9 +132,29 @@ def test_every_other_transition_is_refused(stage: Stage) -> None:
     c.abandon_item(abandoned, "no", stage.key())
     for item in (finished, abandoned):
         for call in (lambda i: c.start_item(i, stage.key()), lambda i: c.complete_item(i, stage.key()),
-                     lambda i: c.abandon_item(i, "late", stage.key()), lambda i: c.refund_item(i, stage.key())):
+                     lambda i: c.abandon_item(i, "late", stage.key())):
             with pytest.raises(errors.InvalidStateTransition):
                 call(item)
+    with pytest.raises(errors.InvalidStateTransition):  # an abandoned item may still be refunded (below)
+        c.refund_item(finished, stage.key())
+
+
+def test_an_abandoned_item_is_refunded_without_a_second_refund(stage: Stage) -> None:
+    """The seed's ABANDONED -> REFUNDED: abandoning gave the tokens back; the refund records it, moves nothing."""
+    c = stage.client
+    performer, user = stage.performer(), stage.user(1000)
+    item = stage.enqueue(performer, user, 100)
+    abandoned = c.abandon_item(item, "left early", stage.key())
+    assert stage.available(user) == 1000
+    refunded = c.refund_item(item, "refund-1", reason="support ticket 42")
+    assert (refunded.status, refunded.refund_reason) == ("REFUNDED", "support ticket 42")
+    assert refunded.abandoned_at == abandoned.abandoned_at and refunded.refunded_at is not None
+    assert refunded.updated_at is not None and abandoned.updated_at is not None
+    assert refunded.updated_at >= abandoned.updated_at
+    assert c.refund_item(item, "refund-1", reason="support ticket 42").replayed
+    with pytest.raises(errors.InvalidStateTransition):
+        c.refund_item(item, "refund-2")
+    assert stage.available(user) == stage.balance(user) == 1000  # given back once
 
 
 def test_one_started_item_per_performer(stage: Stage) -> None:

@@ -208,7 +208,9 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         },
         "abandon_item": {"item_id": [*item, settled], "reason": [Bad(bad_text(1, 500, required=True))],
                          "idempotency_key": key},
-        "refund_item": {"item_id": [*item, settled], "idempotency_key": key,
+        # an abandoned item may still be refunded (ABANDONED -> REFUNDED): the finished and refunded ones may not
+        "refund_item": {"item_id": [*item, refusal(st.sampled_from([w.settled[0], w.settled[2]]),
+                                                   "INVALID_STATE_TRANSITION")], "idempotency_key": key,
                         "reason": [Bad(bad_text(1, 500, required=False))]},
         "expire_stale_queue_items": {"limit": [Bad(bad_int(1, 100_000, required=True))]},
         "relay_queue_events": {"limit": [Bad(bad_int(1, 100_000, required=True))]},

@@ -135,7 +135,8 @@ as $$
         'status', p_item.status, 'pass_through', p_item.pass_through, 'ticket', p_item.ticket,
         'position', p."position", 'total_in_queue', p.total_in_queue,
         'estimated_wait_seconds', p.estimated_wait_seconds,
-        'created_at', p_item.created_at, 'started_at', p_item.started_at, 'finished_at', p_item.finished_at,
+        'created_at', p_item.created_at, 'updated_at', p_item.updated_at, 'started_at', p_item.started_at,
+        'finished_at', p_item.finished_at,
         'abandoned_at', p_item.abandoned_at, 'refunded_at', p_item.refunded_at, 'settled', p_item.settled,
         'settled_at', p_item.settled_at, 'settlement_transfer_id', p_item.settlement_transfer_id,
         'fee_transfer_id', p_item.fee_transfer_id, 'refund_reason', p_item.refund_reason, 'replayed', false)
@@ -321,6 +322,7 @@ begin
     v_item.expected_duration_seconds := p_expected_duration_seconds;
     v_item.metadata := p_metadata;
     v_item.created_at := now();
+    v_item.updated_at := now();
     if p_queue_mode = 'ON' then
         update pgwallet.performer_queues set next_ticket = next_ticket + 1
         where performer_id = p_performer_id
@@ -486,7 +488,7 @@ begin
             pg_catalog.format('performer %s is performing queue item %s', v_performer, v_busy), 'item_id',
             'finish or abandon the started item first');
     end if;
-    update pgwallet.queue_items set status = 'STARTED', started_at = now() where id = p_item_id
+    update pgwallet.queue_items set status = 'STARTED', started_at = now(), updated_at = now() where id = p_item_id
     returning * into v_item;
     perform pgwallet.notify_queue_item(v_item, 'CREATED');
     return pgwallet.complete_idempotency_key('start_item', p_idempotency_key, v_request,
@@ -526,7 +528,7 @@ begin
                                            jsonb_build_object('queue_item_id', v_item.id,
                                                               'source_feature', v_item.source_feature), 'queue');
     update pgwallet.queue_items
-    set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(),
+    set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(), updated_at = now(),
         settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
     where id = p_item_id
     returning * into v_item;
@@ -550,7 +552,7 @@ declare
 begin
     perform pgwallet.release_hold(p_item.hold_id, 'queue');
     update pgwallet.queue_items
-    set status = p_status, settled = true, settled_at = now(), refund_reason = p_reason,
+    set status = p_status, settled = true, settled_at = now(), refund_reason = p_reason, updated_at = now(),
         abandoned_at = case when p_status = 'ABANDONED' then now() end,
         refunded_at = case when p_status = 'REFUNDED' then now() end
     where id = p_item.id
@@ -583,6 +585,15 @@ begin
         return v_response;
     end if;
     v_item := pgwallet.lock_queue_item(p_item_id);
+    if v_item.status = 'ABANDONED' and v_status = 'REFUNDED' then
+        -- the seed's ABANDONED -> REFUNDED: abandoning gave the tokens back already, so nothing moves again
+        update pgwallet.queue_items
+        set status = 'REFUNDED', refunded_at = now(), updated_at = now(), refund_reason = coalesce(p_reason, refund_reason)
+        where id = p_item_id
+        returning * into v_item;
+        perform pgwallet.notify_queue_item(v_item, 'ABANDONED');
+        return pgwallet.complete_idempotency_key(p_scope, p_idempotency_key, v_request, pgwallet.queue_item_json(v_item));
+    end if;
     if v_item.settled then
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('queue item %s is %s, settled: only a CREATED or STARTED item becomes %s', p_item_id,
