@@ -191,6 +191,9 @@ class PurchasedItem(Result):
     settled_at: datetime | None = None
     notified_at: datetime | None = None
     refunded_at: datetime | None = None
+    success: bool = True  # the seed's: false once the purchase was refunded
+    type: str = "tip_grid"  # what was bought (the seed's purchase type)
+    target: int | None = None  # for whom: the performer
 
 
 def _item_row(row: Mapping[str, Any]) -> QueueItem:

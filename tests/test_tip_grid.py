@@ -36,6 +36,7 @@ def test_immediate_purchase_pays_at_once_and_notifies(stage: Stage, db_url: str)
         got = successes(listener)
     assert (bought.status, bought.execution_mode, bought.settled, bought.price) == ("SUCCESS", "IMMEDIATE", True, 200)
     assert bought.notified_at is not None and bought.position is None
+    assert (bought.success, bought.type, bought.target) == (True, "tip_grid", performer)
     assert [(g["purchased_item_id"], g["queue_item_id"]) for g in got] == [(bought.purchased_item_id,
                                                                             bought.queue_item_id)]
     queued = c.get_queue_item(bought.queue_item_id)
@@ -86,6 +87,7 @@ def test_queued_purchase_refunded_with_its_item(stage: Stage, db_url: str, how: 
         assert successes(listener) == []
     after = c.get_purchased_item(bought.purchased_item_id)
     assert (after.status, after.settled, after.refunded_at is not None) == ("REFUNDED", False, True)
+    assert (bought.success, after.success, after.target) == (True, False, performer)
     assert (stage.balance(user), stage.available(user), stage.balance(performer)) == (500, 500, 0)
 
 

@@ -908,7 +908,10 @@ as $$
         'status', p_bought.status, 'settled', p_bought.settled, 'settled_at', p_bought.settled_at,
         'notified_at', p_bought.notified_at, 'refunded_at', p_bought.refunded_at,
         'created_at', p_bought.created_at, 'position', p."position", 'total_in_queue', p.total_in_queue,
-        'estimated_wait_seconds', p.estimated_wait_seconds, 'replayed', false)
+        'estimated_wait_seconds', p.estimated_wait_seconds,
+        -- the seed's answer, in pgwallet's names: success, and what was bought for whom
+        'success', p_bought.status <> 'REFUNDED', 'type', 'tip_grid', 'target', p_bought.performer_id,
+        'replayed', false)
     from pgwallet.queue_items i
     cross join lateral pgwallet.queue_position(i.performer_id, i.ticket, i.status) p
     where i.id = p_bought.queue_item_id
