@@ -409,3 +409,28 @@ def test_give_way_rests_only_while_other_operations_outpace_the_threshold(ledger
     assert pace.rested == pytest.approx(1.2)
     off = GiveWay(ratio=0)
     assert off.pause_after(at(0, 0), 0.1, now=1.0) == 0 and off.pause_after(at(10**6, 1), 0.1, now=2.0) == 0
+
+
+def test_monitoring_views_for_the_read_only_role(ledger: Ledger, db_url: str) -> None:
+    from test_trust import login_url
+
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    people = winners(ledger, 6)
+    c.set_account_status(people[2], "frozen")
+    ended = c.create_payout_job("watched", pool, 600, 0, [{"account_id": p, "share": 1} for p in people], "k1")
+    drain(c, ended.job_id)
+    waiting = c.create_payout_job("waiting", pool, 300, 0, [{"account_id": p, "share": 1} for p in people[:3]], "k2")
+    with psycopg.connect(login_url(db_url, "pgwallet_readonly")) as ro:
+        assert ro.execute("select job_id, status, total_winners, progress_percent::float "
+                          "from pgwallet.payout_active_jobs").fetchall() == [(waiting.job_id, "queued", 3, 0.0)]
+        assert ro.execute("select jobs_ended, jobs_completed, entries_paid, entries_failed, "
+                          "success_rate_percent::float from pgwallet.payout_success_rate_24h").fetchone() == (
+            1, 0, 5, 1, 83.33)
+        assert ro.execute("select job_id, account_id, amount, error, attempts from pgwallet.payout_failed_entries"
+                          ).fetchall() == [(ended.job_id, people[2], 100, "ACCOUNT_FROZEN", 1)]
+        speed = ro.execute("select job_id, processed_winners, seconds, entries_per_second "
+                           "from pgwallet.payout_processing_speed").fetchall()
+        assert [(s[0], s[1]) for s in speed] == [(ended.job_id, 6)] and speed[0][2] >= 0
+    with psycopg.connect(login_url(db_url, "pgwallet_app")) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        app.execute("select * from pgwallet.payout_failed_entries")
