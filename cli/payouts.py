@@ -262,6 +262,28 @@ def payouts_retry(app: AppContext, job_id: int, as_json: bool) -> None:
     emit(job, as_json, f"{job.retried:,} entries to pay again\n{describe_job(job, exponent)}")
 
 
+@payouts.command("pause")
+@click.argument("job_id", type=int)
+@json_option
+@pass_app
+def payouts_pause(app: AppContext, job_id: int, as_json: bool) -> None:
+    """Pause JOB_ID: workers stop paying it (after the batches in flight); `payouts resume` goes on."""
+    job = app.client.pause_payout_job(job_id)
+    exponent = app.client.get_account(job.pool_account_id).exponent
+    emit(job, as_json, describe_job(job, exponent))
+
+
+@payouts.command("resume")
+@click.argument("job_id", type=int)
+@json_option
+@pass_app
+def payouts_resume(app: AppContext, job_id: int, as_json: bool) -> None:
+    """Resume a paused JOB_ID: the workers pay its pending entries again."""
+    job = app.client.resume_payout_job(job_id)
+    exponent = app.client.get_account(job.pool_account_id).exponent
+    emit(job, as_json, describe_job(job, exponent))
+
+
 @payouts.command("cancel")
 @click.argument("job_id", type=int)
 @yes_option

@@ -18,7 +18,7 @@ from pyapp.results import Result
 MAX_WINNERS = 1_000_000
 #: the database reads ids, shares and amounts as at most 18 digits
 JSON_WHOLE_MAX = 10**18 - 1
-JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed", "cancelled")
+JOB_STATUSES = ("queued", "running", "paused", "completed", "completed_with_errors", "failed", "cancelled")
 FINISHED = frozenset({"completed", "completed_with_errors", "failed", "cancelled"})
 
 
@@ -114,6 +114,7 @@ class PayoutJob(Result):
     created_at: datetime | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    paused_at: datetime | None = None
 
     @property
     def finished(self) -> bool:
@@ -183,13 +184,22 @@ def cancel_payout_job(job_id: JobId) -> PayoutCancel:
     raise NotImplementedError
 
 
+@procedure("pgwallet.pause_payout_job")
+def pause_payout_job(job_id: JobId) -> PayoutJob:
+    """Stop paying the job (after the batches in flight) until ``resume_payout_job``; nothing is released."""
+    raise NotImplementedError
+
+
+@procedure("pgwallet.resume_payout_job")
+def resume_payout_job(job_id: JobId) -> PayoutJob:
+    """Put a paused job back to work and wake the workers."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.get_payout_job_status")
 def get_payout_job_status(job_id: JobId) -> PayoutJob:
     """The job's status, counters and progress."""
     raise NotImplementedError
-
-
-JOB_STATUSES = ("queued", "running", "completed", "completed_with_errors", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,8 @@ class PayoutProcedures:
     next_payout_job = next_payout_job
     retry_failed_payout_entries = retry_failed_payout_entries
     cancel_payout_job = cancel_payout_job
+    pause_payout_job = pause_payout_job
+    resume_payout_job = resume_payout_job
     get_payout_job_status = get_payout_job_status
     list_payout_jobs = list_payout_jobs
     list_failed_payout_entries = list_failed_payout_entries

@@ -434,3 +434,60 @@ def test_monitoring_views_for_the_read_only_role(ledger: Ledger, db_url: str) ->
         assert [(s[0], s[1]) for s in speed] == [(ended.job_id, 6)] and speed[0][2] >= 0
     with psycopg.connect(login_url(db_url, "pgwallet_app")) as app, pytest.raises(psycopg.errors.InsufficientPrivilege):
         app.execute("select * from pgwallet.payout_failed_entries")
+
+
+def test_pause_stops_batches_until_resumed(ledger: Ledger, db_url: str) -> None:
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    people = winners(ledger, 5)
+    c.set_account_status(people[0], "frozen")
+    job = c.create_payout_job("paused", pool, 500, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    early = c.pause_payout_job(job.job_id)  # before any batch: resumes as queued
+    assert (early.status, early.paused_at is not None) == ("paused", True)
+    assert c.resume_payout_job(job.job_id).status == "queued"
+    first = c.process_payout_batch(job.job_id, 2)
+    assert (first.processed, first.status) == (2, "running")
+    paused = c.pause_payout_job(job.job_id)
+    assert (paused.status, paused.paid_winners, paused.failed_winners) == ("paused", 1, 1)
+    assert c.pause_payout_job(job.job_id) == paused  # pausing again changes nothing
+    before = snapshot(db_url)
+    stalled = c.process_payout_batch(job.job_id, 500)
+    assert (stalled.processed, stalled.status) == (0, "paused") and c.next_payout_job() is None
+    assert snapshot(db_url) == before
+    assert c.list_payout_jobs("paused")[0].job_id == job.job_id
+    c.set_account_status(people[0], "active")
+    retried = c.retry_failed_payout_entries(job.job_id)  # the retried entry waits for the resume too
+    assert (retried.retried, retried.status, retried.pending_winners) == (1, "paused", 4)
+    assert c.process_payout_batch(job.job_id).processed == 0
+    resumed = c.resume_payout_job(job.job_id)
+    assert (resumed.status, resumed.paused_at) == ("running", None)
+    assert c.resume_payout_job(job.job_id) == resumed  # resuming a running job changes nothing
+    done = drain(c, job.job_id)
+    assert (done.status, done.paid_winners, done.paid_amount) == ("completed", 5, 500)
+    assert [ledger.balance(p) for p in people] == [100] * 5
+
+
+def test_pause_and_resume_refusals_change_nothing(ledger: Ledger, db_url: str) -> None:
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    people = winners(ledger, 2)
+    done = c.create_payout_job("ended", pool, 200, 0, [{"account_id": p, "share": 1} for p in people], "k1")
+    drain(c, done.job_id)
+    cancelled = c.create_payout_job("gone", pool, 200, 0, [{"account_id": p, "share": 1} for p in people], "k2")
+    c.pause_payout_job(cancelled.job_id)
+    after_cancel = c.cancel_payout_job(cancelled.job_id)  # a paused job may be cancelled: its hold is released
+    assert (after_cancel.status, after_cancel.cancelled, after_cancel.paused_at) == ("cancelled", 2, None)
+    assert c.get_account(pool).held == 0
+    before = snapshot(db_url)
+    for call in (c.pause_payout_job, c.resume_payout_job):
+        with pytest.raises(errors.PayoutJobNotFound) as missing:
+            call(10**12)
+        assert missing.value.field == "job_id"
+        for ended in (done.job_id, cancelled.job_id):
+            with pytest.raises(errors.InvalidStateTransition) as refused_:
+                call(ended)
+            assert refused_.value.field == "job_id"
+        with pytest.raises(errors.InvalidRequest) as invalid:
+            call(0)
+        assert invalid.value.field == "job_id"
+    assert snapshot(db_url) == before

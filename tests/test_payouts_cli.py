@@ -72,6 +72,25 @@ def test_amounts_csv_retry_and_cancel(ledger: Ledger, db_url: str, tmp_path: Pat
     assert c.get_account(pool).held == 0
 
 
+def test_pause_and_resume(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
+    c = ledger.client
+    pool = ledger.funded(10_000, kind="pool")
+    a, b = (ledger.funded(0, kind="user_wallet") for _ in range(2))
+    winners = csv_file(tmp_path, f"account_id,share\n{a},1\n{b},1\n")
+    job_id = int(ok(db_url, "payouts", "create", "--challenge", "cli-p", "--pool", str(pool), "--winners", winners,
+                    "--total", "20").output.split()[2])
+    paused = ok(db_url, "payouts", "pause", str(job_id)).output
+    assert paused.startswith(f"payout job {job_id} (challenge cli-p) paused: 0/2 paid")
+    assert json.loads(ok(db_url, "payouts", "work", "--once", "--json").output)["processed"] == 0
+    listed = json.loads(ok(db_url, "payouts", "list", "--status", "paused", "--json").output)
+    assert [j["job_id"] for j in listed] == [job_id]
+    resumed = json.loads(ok(db_url, "payouts", "resume", str(job_id), "--json").output)
+    assert (resumed["status"], resumed["paused_at"]) == ("queued", None)
+    ok(db_url, "payouts", "work", "--once")
+    assert c.get_payout_job_status(job_id).status == "completed" and ledger.balance(a) == 1000
+    refused(db_url, "INVALID_STATE_TRANSITION", "payouts", "pause", str(job_id))
+
+
 def test_refusals_are_one_line_and_change_nothing(ledger: Ledger, db_url: str, tmp_path: Path) -> None:
     pool = ledger.funded(1000, kind="pool")
     a = ledger.funded(0, kind="user_wallet")
@@ -81,7 +100,7 @@ def test_refusals_are_one_line_and_change_nothing(ledger: Ledger, db_url: str, t
             csv_file(tmp_path, f"account_id,amount\n{a},1.234\n"))
     refused(db_url, "INSUFFICIENT_FUNDS", "payouts", "create", "--challenge", "x", "--pool", str(pool), "--winners",
             csv_file(tmp_path, f"account_id,share\n{a},1\n"), "--total", "10.01")
-    for command in ("status", "retry", "cancel"):
+    for command in ("status", "retry", "cancel", "pause", "resume"):
         extra = ["--yes"] if command == "cancel" else []
         refused(db_url, "PAYOUT_JOB_NOT_FOUND", "payouts", command, "999999", *extra)
     refused(db_url, "INVALID_REQUEST", "payouts", "work", "--batch-size", "0")

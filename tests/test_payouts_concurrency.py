@@ -289,6 +289,48 @@ def test_cancel_racing_workers_is_exact(ledger: Ledger, db_url: str) -> None:
         "captured", final.paid_winners * 10, 20_000 - final.paid_winners * 10)
 
 
+def test_pause_racing_workers_stops_them_and_resume_pays_each_winner_once(ledger: Ledger, db_url: str) -> None:
+    c = ledger.client
+    pool = ledger.funded(100_000, kind="pool")
+    people = open_winners(db_url, 2000)
+    job = c.create_payout_job("pause-race", pool, 20_000, 0, [{"account_id": p, "share": 1} for p in people], "k")
+    workers = [PayoutWorker(db_url, batch_size=20, job_id=job.job_id) for _ in range(2)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
+    while c.get_payout_job_status(job.job_id).paid_winners < 100:
+        time.sleep(0.005)
+    paused = c.pause_payout_job(job.job_id)  # waits for the batches in flight; later ones pay nothing
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "a worker kept paying a paused job"
+    assert paused.status == "paused" and 100 <= paused.paid_winners < 2000
+    def late_batch(_: int) -> int:
+        with Client(db_url, max_size=1) as late_client:
+            return late_client.process_payout_batch(job.job_id, 50).processed
+
+    with ThreadPoolExecutor(4) as pool_:
+        late = list(pool_.map(late_batch, range(8)))
+    assert late == [0] * 8
+    still = c.get_payout_job_status(job.job_id)
+    assert (still.status, still.paid_winners, still.paid_amount) == ("paused", paused.paid_winners,
+                                                                     paused.paid_amount)
+    with psycopg.connect(db_url) as conn:
+        paid = conn.execute("select coalesce(sum(balance), 0) from pgwallet.accounts where id = any(%s)",
+                            (people,)).fetchone()
+    assert paid == (paused.paid_amount,)
+    c.resume_payout_job(job.job_id)
+    workers = [PayoutWorker(db_url, batch_size=50, job_id=job.job_id) for _ in range(2)]
+    threads = [threading.Thread(target=w.run) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = c.get_payout_job_status(job.job_id)
+    assert (final.status, final.paid_winners, final.paid_amount) == ("completed", 2000, 20_000)
+    paid_exactly_once(db_url, job.job_id)
+
+
 def backend_waiting_for_a_lock(watch: psycopg.Connection[Any], pid: int) -> list[int]:
     """Waits until backend ``pid`` queues in the lock manager; returns the backends it waits for."""
     for _ in range(2000):

@@ -41,7 +41,8 @@ from pyapp.payouts import JOB_STATUSES, PayoutProcedures
 from pyapp.procedures import BIGINT_MAX, Procedure
 
 METHODS = ("create_payout_job", "process_payout_batch", "next_payout_job", "retry_failed_payout_entries",
-           "cancel_payout_job", "get_payout_job_status", "list_payout_jobs", "list_failed_payout_entries")
+           "cancel_payout_job", "pause_payout_job", "resume_payout_job", "get_payout_job_status", "list_payout_jobs",
+           "list_failed_payout_entries")
 TOO_BIG = 10**18  # ids, shares and amounts have at most 18 digits
 
 
@@ -58,6 +59,7 @@ class PayoutWorld:
     completed: int
     cancelled: int
     with_errors: int  # completed_with_errors: one winner was frozen
+    paused: int  # paused before any batch
     used_challenge: str
     used_key: str
 
@@ -82,9 +84,11 @@ def build_world(c: Client) -> PayoutWorld:
     with_errors = c.create_payout_job(f"{tag}-errors", pool, 300, 0, [*listed, {"account_id": frozen_winner,
                                                                                "share": 1}], f"{tag}-errors").job_id
     c.process_payout_batch(with_errors)
+    paused = c.create_payout_job(f"{tag}-paused", pool, 300, 0, listed, f"{tag}-paused").job_id
+    c.pause_payout_job(paused)
     return PayoutWorld(pool, winners, c.open_account("USD", "user_wallet").id, frozen_pool, closed_pool,
                        c.open_account("EUR", "revenue").id, c.open_account("EUR", "fees").id, job, completed,
-                       cancelled, with_errors, f"{tag}-job", f"{tag}-job")
+                       cancelled, with_errors, paused, f"{tag}-job", f"{tag}-job")
 
 
 def valid_call(method: str, w: PayoutWorld) -> dict[str, Any]:
@@ -97,6 +101,8 @@ def valid_call(method: str, w: PayoutWorld) -> dict[str, Any]:
         "next_payout_job": {},
         "retry_failed_payout_entries": {"job_id": w.with_errors},
         "cancel_payout_job": {"job_id": w.job},
+        "pause_payout_job": {"job_id": w.job},
+        "resume_payout_job": {"job_id": w.paused},
         "get_payout_job_status": {"job_id": w.job},
         "list_payout_jobs": {"status": "completed_with_errors", "limit": 10, "before_job_id": w.job + 1000},
         "list_failed_payout_entries": {"job_id": w.with_errors, "limit": 10, "after_entry_id": 1},
@@ -155,6 +161,8 @@ def refusals(method: str, w: PayoutWorld) -> dict[str, list[Bad]]:
         "next_payout_job": {},
         "retry_failed_payout_entries": {"job_id": [*job_id, finished]},
         "cancel_payout_job": {"job_id": [*job_id, refusal(st.just(w.completed), "INVALID_STATE_TRANSITION")]},
+        "pause_payout_job": {"job_id": [*job_id, finished]},
+        "resume_payout_job": {"job_id": [*job_id, finished]},
         "get_payout_job_status": {"job_id": job_id},
         "list_payout_jobs": {"status": [Bad(bad_choice(JOB_STATUSES).filter(lambda v: v is not None))],
                              "limit": [Bad(bad_int(1, 1000, required=True))],

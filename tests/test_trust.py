@@ -463,3 +463,17 @@ def test_readme_names_every_tier() -> None:
     text = README.read_text(encoding="utf-8")
     for tier in TIERS:
         assert re.search(rf"`{tier}`", text), tier
+
+
+def test_only_staff_pause_or_resume_a_payout_job(ledger: Ledger, tier_client: Any, db_url: str) -> None:
+    pool = ledger.funded(1000, kind="pool")
+    winner = ledger.funded(0, kind="user_wallet")
+    job = ledger.client.create_payout_job("tiers", pool, 100, 0, [{"account_id": winner, "share": 1}], "k").job_id
+    for tier in ("pgwallet_app", "pgwallet_webhook", "pgwallet_worker", "pgwallet_readonly"):
+        caller = tier_client(tier)
+        refused(db_url, errors.Forbidden, lambda caller=caller: caller.pause_payout_job(job))
+        ledger.client.pause_payout_job(job)
+        refused(db_url, errors.Forbidden, lambda caller=caller: caller.resume_payout_job(job))
+        ledger.client.resume_payout_job(job)
+    staff = tier_client("pgwallet_staff")
+    assert staff.pause_payout_job(job).status == "paused" and staff.resume_payout_job(job).status == "queued"

@@ -29,7 +29,7 @@ as $$
                                  else round(100.0 * (p_job.paid_winners + p_job.failed_winners + p_job.cancelled_winners)
                                             / p_job.total_winners, 2) end,
         'error', p_job.error, 'created_at', p_job.created_at, 'started_at', p_job.started_at,
-        'completed_at', p_job.completed_at, 'replayed', false)
+        'completed_at', p_job.completed_at, 'paused_at', p_job.paused_at, 'replayed', false)
 $$;
 
 -- check_winners: reads a winner list (a JSON array of {account_id, share} or of {account_id, amount},
@@ -518,7 +518,8 @@ begin
     where e.job_id = p_job_id and e.status = 'failed';
     get diagnostics v_count = row_count;
     update pgwallet.payout_jobs j
-    set status = case when v_count > 0 or j.status = 'failed' then 'running' else j.status end,
+    set status = case when j.status = 'paused' then 'paused'  -- retried entries wait for resume_payout_job
+                      when v_count > 0 or j.status = 'failed' then 'running' else j.status end,
         failed_winners = j.failed_winners - v_count, processed_winners = j.processed_winners - v_count,
         error = null, next_entry_id = 0,
         completed_at = case when v_count > 0 or j.status = 'failed' then null else j.completed_at end
@@ -529,6 +530,76 @@ begin
         perform pg_catalog.pg_notify('pgwallet_payouts', v_job.id::text);
     end if;
     return pgwallet.payout_job_json(v_job) || jsonb_build_object('retried', v_count);
+end
+$$;
+
+-- pause_payout_job: stops the job's batches where they are: it waits for the batches in flight, and no
+-- batch pays a paused job (process_payout_batch answers processed 0) until resume_payout_job. Its entries
+-- and its hold stay as they are. Pausing a paused job returns it unchanged.
+-- Locks: the job's gate, the job row. Raises: PAYOUT_JOB_NOT_FOUND, INVALID_STATE_TRANSITION (a job
+-- that has ended).
+create or replace function pgwallet.pause_payout_job(p_job_id bigint)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_job pgwallet.payout_jobs;
+begin
+    perform pgwallet.take_payout_job(p_job_id);
+    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
+    if not found then
+        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
+    end if;
+    if v_job.status = 'paused' then
+        return pgwallet.payout_job_json(v_job);
+    end if;
+    if v_job.status not in ('queued', 'running') then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('payout job %s is %s: nothing to pause', p_job_id, v_job.status), 'job_id');
+    end if;
+    update pgwallet.payout_jobs j set status = 'paused', paused_at = now()
+    where j.id = p_job_id
+    returning * into v_job;
+    perform pg_catalog.pg_notify('pgwallet_payout_progress', p_job_id::text);
+    return pgwallet.payout_job_json(v_job);
+end
+$$;
+
+-- resume_payout_job: a paused job goes back to work (running, or queued if no batch had started it) and
+-- the workers are woken. Resuming a job that is queued or running returns it unchanged.
+-- Locks: the job's gate, the job row. Raises: PAYOUT_JOB_NOT_FOUND, INVALID_STATE_TRANSITION (a job
+-- that has ended).
+create or replace function pgwallet.resume_payout_job(p_job_id bigint)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_job pgwallet.payout_jobs;
+begin
+    perform pgwallet.take_payout_job(p_job_id);
+    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
+    if not found then
+        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
+    end if;
+    if v_job.status in ('queued', 'running') then
+        return pgwallet.payout_job_json(v_job);
+    end if;
+    if v_job.status <> 'paused' then
+        perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+            pg_catalog.format('payout job %s is %s: only a paused job resumes', p_job_id, v_job.status), 'job_id');
+    end if;
+    update pgwallet.payout_jobs j
+    set status = case when j.started_at is null then 'queued' else 'running' end, paused_at = null
+    where j.id = p_job_id
+    returning * into v_job;
+    v_job := pgwallet.finish_payout_job(v_job);
+    perform pg_catalog.pg_notify('pgwallet_payouts', p_job_id::text);
+    perform pg_catalog.pg_notify('pgwallet_payout_progress', p_job_id::text);
+    return pgwallet.payout_job_json(v_job);
 end
 $$;
 
@@ -575,7 +646,7 @@ begin
                                         true);
     end if;
     update pgwallet.payout_jobs j
-    set status = 'cancelled', cancelled_winners = j.cancelled_winners + v_pending + v_failed,
+    set status = 'cancelled', paused_at = null, cancelled_winners = j.cancelled_winners + v_pending + v_failed,
         failed_winners = j.failed_winners - v_failed, processed_winners = j.processed_winners - v_failed,
         completed_at = now()
     where j.id = p_job_id
@@ -618,9 +689,9 @@ set search_path = pgwallet, pg_temp
 as $$
 begin
     perform pgwallet.check_request(p_limit between 1 and 1000, 'limit', 'must be 1 to 1000');
-    perform pgwallet.check_request(p_status is null or p_status in ('queued', 'running', 'completed',
+    perform pgwallet.check_request(p_status is null or p_status in ('queued', 'running', 'paused', 'completed',
                                    'completed_with_errors', 'failed', 'cancelled'), 'status',
-                                   'must be queued, running, completed, completed_with_errors, failed or cancelled');
+                                   'must be queued, running, paused, completed, completed_with_errors, failed or cancelled');
     return coalesce((select jsonb_agg(pgwallet.payout_job_json(j) order by j.id desc)
                      from (select * from pgwallet.payout_jobs x
                            where (p_status is null or x.status = p_status)
@@ -661,7 +732,9 @@ grant execute on function
     pgwallet.list_failed_payout_entries(bigint, integer, bigint),
     pgwallet.create_payout_job(text, bigint, bigint, integer, jsonb, text, bigint),
     pgwallet.retry_failed_payout_entries(bigint),
-    pgwallet.cancel_payout_job(bigint)
+    pgwallet.cancel_payout_job(bigint),
+    pgwallet.pause_payout_job(bigint),
+    pgwallet.resume_payout_job(bigint)
     to pgwallet_staff;
 grant execute on function
     pgwallet.process_payout_batch(bigint, integer),
