@@ -175,6 +175,8 @@ class Param:
                 with contextlib.suppress(TypeError):
                     return json.dumps(value, separators=(",", ":"))
             return json.dumps(_to_json(value if isinstance(value, Mapping) else list(value)), separators=(",", ":"))
+        if self.rule.sql_type.endswith("[]"):  # both drivers send a list as an array, not every sequence
+            return list(value)
         return value
 
 

@@ -9,7 +9,7 @@ Amounts are whole tokens (the TOKEN currency has no decimals).
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
@@ -55,6 +55,18 @@ FEE_BPS = Rule("integer", _whole(0, 10_000, "0 to 10000 basis points"))
 MAX_OPEN = Rule("integer", _whole(1, 10_000, "1 to 10000"))
 GRACE = Rule("integer", _whole(100, 100_000, "100 to 100000 percent"))
 OFFSET = Rule("integer", _whole(0, 1_000_000, "0 to 1000000"))
+MAX_BATCH_ITEMS = 100
+
+
+def _item_ids(value: Any) -> str | None:
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not 1 <= len(value) <= MAX_BATCH_ITEMS:
+        return f"must list 1 to {MAX_BATCH_ITEMS} queue items"
+    if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= 2**63 - 1 for v in value):
+        return "must list positive whole ids"
+    return None if len(set(value)) == len(value) else "must list each queue item once"
+
+
+ITEM_IDS = Rule("bigint[]", _item_ids)
 
 ItemId = Annotated[int, ID]
 AccountId = Annotated[int, ID]
@@ -246,6 +258,23 @@ def complete_item(item_id: ItemId, idempotency_key: IdempotencyKey) -> QueueItem
     raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class CompletedItems(Result):
+    """What one batch settlement finished, in id order."""
+
+    performer_id: int
+    items: tuple[QueueItem, ...]
+    replayed: bool
+
+
+@procedure("pgwallet.complete_items")
+def complete_items(performer_id: AccountId, item_ids: Annotated[Sequence[int], ITEM_IDS],
+                   idempotency_key: IdempotencyKey) -> CompletedItems:
+    """Batch settlement: finish several CREATED or STARTED items of the performer at once (served together),
+    each paid as ``complete_item`` pays it, once; all of them or none."""
+    raise NotImplementedError
+
+
 @procedure("pgwallet.abandon_item")
 def abandon_item(item_id: ItemId, reason: Annotated[str, REASON], idempotency_key: IdempotencyKey) -> QueueItem:
     """CREATED or STARTED -> ABANDONED: the user gets the tokens back."""
@@ -344,6 +373,7 @@ class QueueProcedures:
     create_queue_item = create_queue_item
     start_item = start_item
     complete_item = complete_item
+    complete_items = complete_items
     abandon_item = abandon_item
     refund_item = refund_item
     expire_stale_queue_items = expire_stale_queue_items

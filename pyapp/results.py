@@ -29,6 +29,9 @@ def _coerce(hint: Any, value: Any) -> Any:
     if datetime in types and isinstance(value, str):
         return datetime.fromisoformat(value)
     if typing.get_origin(hint) is tuple:
+        item = (typing.get_args(hint) or (None,))[0]
+        if isinstance(item, type) and issubclass(item, Result):  # a list of results, e.g. the items of a batch
+            return tuple(item.from_mapping(v) for v in value)
         return tuple(value)
     return value
 

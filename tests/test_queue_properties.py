@@ -47,8 +47,14 @@ READ_ONLY = {"get_queue_item", "get_queue_position", "get_queue_depth", "get_per
              "get_user_queue_history", "get_tip_menu", "get_purchased_item", "expire_stale_queue_items",
              "relay_queue_events"}
 FEATURE = re.compile(r"[a-z][a-z0-9_]{0,62}")
-USED_KEY_METHODS = ("create_queue_item", "start_item", "complete_item", "abandon_item", "refund_item",
-                    "purchase_tip_grid_item")
+BAD_ITEM_IDS = st.one_of(
+    st.just([]), st.just(list(range(1, 102))), st.none(), st.integers(), st.text(max_size=3),
+    st.lists(st.integers(max_value=0), min_size=1, max_size=3), st.lists(st.booleans(), min_size=1, max_size=2),
+    st.lists(st.text(max_size=2), min_size=1, max_size=2),
+    st.lists(st.integers(min_value=2**63), min_size=1, max_size=2),
+    st.integers(1, 10**6).map(lambda n: [n, n]))
+USED_KEY_METHODS = ("create_queue_item", "start_item", "complete_item", "complete_items", "abandon_item",
+                    "refund_item", "purchase_tip_grid_item")
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ def build_world(c: Client) -> World:
     started = item(performer)
     c.start_item(started, f"{tag}-start")
     blocked, created = item(performer), item(other)
+    c.complete_items(other, [item(other)], keys["complete_items"])
     item(full)
     menu = c.create_tip_menu_item(performer, "flash", 10).tip_menu_item_id
     inactive_menu = c.create_tip_menu_item(performer, "hidden", 10, active=False).tip_menu_item_id
@@ -124,6 +131,7 @@ def valid_call(method: str, w: World) -> dict[str, Any]:
                               "metadata": {"n": 1}, "acting_user": OWNER},
         "start_item": {"item_id": w.created, "idempotency_key": key},
         "complete_item": {"item_id": w.started, "idempotency_key": key},
+        "complete_items": {"performer_id": w.performer, "item_ids": [w.started, w.blocked], "idempotency_key": key},
         "abandon_item": {"item_id": w.created, "reason": "r", "idempotency_key": key},
         "refund_item": {"item_id": w.created, "idempotency_key": key, "reason": "r"},
         "expire_stale_queue_items": {"limit": 10},
@@ -204,6 +212,16 @@ def refusals(method: str, w: World) -> dict[str, list[Bad]]:
         },
         "complete_item": {
             "item_id": [*item, settled, refusal(st.sampled_from([w.created, w.blocked]), "INVALID_STATE_TRANSITION")],
+            "idempotency_key": key,
+        },
+        "complete_items": {
+            "performer_id": [Bad(ID), refusal(st.one_of(missing_ids(), st.just(w.unconfigured)), "NOT_FOUND"),
+                             refusal(st.just(w.other), "INVALID_REQUEST", "item_ids")],
+            "item_ids": [Bad(BAD_ITEM_IDS),
+                         refusal(st.sampled_from(w.settled).map(lambda done: [w.started, done]),
+                                 "INVALID_STATE_TRANSITION"),
+                         refusal(missing_ids().map(lambda gone: [w.started, gone]), "NOT_FOUND"),
+                         refusal(st.just([w.blocked, w.created]), "INVALID_REQUEST")],  # another performer's
             "idempotency_key": key,
         },
         "abandon_item": {"item_id": [*item, settled], "reason": [Bad(bad_text(1, 500, required=True))],

@@ -8,9 +8,11 @@ from typing import Any
 
 from pyapp.procedures import Procedure, ProcedureSpec
 
-_TYPES = {"bigint": {"type": "integer", "format": "int64"}, "integer": {"type": "integer", "format": "int32"},
+_TYPES: dict[str, dict[str, Any]] = {
+    "bigint": {"type": "integer", "format": "int64"}, "integer": {"type": "integer", "format": "int32"},
           "text": {"type": "string"}, "boolean": {"type": "boolean"}, "jsonb": {},
-          "timestamptz": {"type": "string", "format": "date-time"}, "interval": {"type": "string"}}
+          "timestamptz": {"type": "string", "format": "date-time"}, "interval": {"type": "string"},
+          "bigint[]": {"type": "array", "items": {"type": "integer", "format": "int64"}}}
 
 ERROR = {"type": "object", "properties": {"error": {"type": "object", "properties": {
     "code": {"type": "string"}, "message": {"type": "string"}, "detail": {"type": ["string", "null"]},

@@ -512,7 +512,6 @@ declare
     v_request  jsonb := jsonb_build_object('item_id', p_item_id);
     v_response jsonb;
     v_item     pgwallet.queue_items;
-    v_split    record;
 begin
     v_response := pgwallet.claim_idempotency_key('complete_item', p_idempotency_key, v_request);
     if v_response is not null then
@@ -524,18 +523,107 @@ begin
             pg_catalog.format('queue item %s is %s: only a STARTED item finishes', p_item_id, v_item.status),
             'item_id');
     end if;
-    v_split := pgwallet.capture_hold_split(v_item.hold_id, v_item.fee_account_id, v_item.fee, 'queue_item',
-                                           jsonb_build_object('queue_item_id', v_item.id,
-                                                              'source_feature', v_item.source_feature), 'queue');
-    update pgwallet.queue_items
-    set status = 'FINISHED', finished_at = now(), settled = true, settled_at = now(), updated_at = now(),
-        settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
-    where id = p_item_id
-    returning * into v_item;
-    perform pgwallet.settle_purchased_item(v_item);
-    perform pgwallet.notify_queue_item(v_item, 'STARTED');
+    v_item := pgwallet.finish_queue_item(v_item);
     return pgwallet.complete_idempotency_key('complete_item', p_idempotency_key, v_request,
                                              pgwallet.queue_item_json(v_item));
+end
+$$;
+
+-- finish_queue_item: p_item (locked by the caller, CREATED or STARTED) becomes FINISHED: its hold is captured
+-- to the performer and the fee passed on to the fee account, in one operation; a purchase behind it
+-- succeeds. Internal. Locks: see capture_hold_split. Raises: ACCOUNT_FROZEN, ACCOUNT_CLOSED.
+create or replace function pgwallet.finish_queue_item(p_item pgwallet.queue_items)
+returns pgwallet.queue_items
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_item  pgwallet.queue_items;
+    v_split record;
+begin
+    v_split := pgwallet.capture_hold_split(p_item.hold_id, p_item.fee_account_id, p_item.fee, 'queue_item',
+                                           jsonb_build_object('queue_item_id', p_item.id,
+                                                              'source_feature', p_item.source_feature), 'queue');
+    update pgwallet.queue_items
+    set status = 'FINISHED', started_at = coalesce(started_at, now()), finished_at = now(), settled = true,
+        settled_at = now(), updated_at = now(),
+        settlement_transfer_id = v_split.transfer_ids[1], fee_transfer_id = v_split.transfer_ids[2]
+    where id = p_item.id
+    returning * into v_item;
+    perform pgwallet.settle_purchased_item(v_item);
+    perform pgwallet.notify_queue_item(v_item, p_item.status);
+    return v_item;
+end
+$$;
+
+-- complete_items: batch settlement: finishes several items of performer p_performer_id in one call (served
+-- together), each CREATED or STARTED item paid as complete_item pays it, once; all of them or none. The
+-- request is the set of ids (their order does not matter). Locks: the performer's queue row (start_item
+-- waits), every item by ascending id, the accounts they pay between by ascending id, then per item its
+-- hold (see capture_hold_split).
+-- Raises: INVALID_REQUEST, NOT_FOUND, INVALID_STATE_TRANSITION, ACCOUNT_FROZEN, ACCOUNT_CLOSED,
+-- DUPLICATE_REQUEST.
+create or replace function pgwallet.complete_items(p_performer_id bigint, p_item_ids bigint[],
+                                                   p_idempotency_key text)
+returns jsonb
+language plpgsql
+security definer
+set search_path = pgwallet, pg_temp
+as $$
+declare
+    v_ids      bigint[];
+    v_request  jsonb;
+    v_response jsonb;
+    v_item     pgwallet.queue_items;
+    v_missing  bigint;
+    v_done     jsonb := '[]';
+begin
+    perform pgwallet.check_request(p_performer_id is not null and p_performer_id > 0, 'performer_id',
+                                   'must be a positive id');
+    perform pgwallet.check_request(coalesce(cardinality(p_item_ids), 0) between 1 and 100, 'item_ids',
+                                   'must list 1 to 100 queue items');
+    select array_agg(distinct x order by x) into v_ids from unnest(p_item_ids) x;
+    perform pgwallet.check_request(array_position(p_item_ids, null) is null and v_ids[1] > 0
+                                   and cardinality(v_ids) = cardinality(p_item_ids), 'item_ids',
+                                   'must list each queue item once, by its positive id');
+    v_request := jsonb_build_object('performer_id', p_performer_id, 'item_ids', to_jsonb(v_ids));
+    v_response := pgwallet.claim_idempotency_key('complete_items', p_idempotency_key, v_request);
+    if v_response is not null then
+        return v_response;
+    end if;
+    perform 1 from pgwallet.performer_queues where performer_id = p_performer_id for no key update;
+    if not found then
+        perform pgwallet.raise_error('NOT_FOUND', pg_catalog.format('performer queue %s', p_performer_id),
+                                     'performer_id');
+    end if;
+    perform 1 from (select i.id from pgwallet.queue_items i where i.id = any(v_ids) order by i.id for update) l;
+    select min(x) into v_missing from unnest(v_ids) x
+    where not exists (select 1 from pgwallet.queue_items i where i.id = x);
+    if v_missing is not null then
+        perform pgwallet.raise_error('NOT_FOUND', pg_catalog.format('queue item %s', v_missing), 'item_ids');
+    end if;
+    -- every account the batch moves money between, by ascending id, before any moves: two batches (or a
+    -- batch and single completions) whose items share users then never wait for each other in a cycle
+    perform 1 from pgwallet.accounts a
+    where a.id in (select x.user_id from pgwallet.queue_items x where x.id = any(v_ids)
+                   union select x.fee_account_id from pgwallet.queue_items x where x.id = any(v_ids)
+                   union select p_performer_id)
+      and not a.collector
+    order by a.id for update;
+    for v_item in select * from pgwallet.queue_items i where i.id = any(v_ids) order by i.id loop
+        if v_item.performer_id <> p_performer_id then
+            perform pgwallet.raise_error('INVALID_REQUEST', pg_catalog.format('queue item %s is not in the queue of '
+                                         'performer %s', v_item.id, p_performer_id), 'item_ids');
+        end if;
+        if v_item.status not in ('CREATED', 'STARTED') then
+            perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
+                pg_catalog.format('queue item %s is %s: only CREATED or STARTED items finish', v_item.id,
+                                  v_item.status), 'item_ids');
+        end if;
+        v_done := v_done || pgwallet.queue_item_json(pgwallet.finish_queue_item(v_item));
+    end loop;
+    return pgwallet.complete_idempotency_key('complete_items', p_idempotency_key, v_request,
+        jsonb_build_object('performer_id', p_performer_id, 'items', v_done, 'replayed', false));
 end
 $$;
 
@@ -999,6 +1087,7 @@ grant execute on function
     pgwallet.create_queue_item(bigint, bigint, bigint, text, text, text, text, text, text, integer, jsonb, text),
     pgwallet.start_item(bigint, text),
     pgwallet.complete_item(bigint, text),
+    pgwallet.complete_items(bigint, bigint[], text),
     pgwallet.abandon_item(bigint, text, text),
     pgwallet.refund_item(bigint, text, text),
     pgwallet.get_queue_item(bigint),
