@@ -109,5 +109,5 @@ def not_migrated(applied: str | None, cause: str | None) -> NotMigrated:
     """NOT_MIGRATED naming both versions: the database's newest migration and the one this code expects."""
     expected = expected_migration()
     at = f"the database is at {applied}" if applied else "the database has no pgwallet migration"
-    return NotMigrated(detail=f"{at}, this code expects {expected}: run `pgwallet migrate` (the migrations, then "
-                              f"this code's procedures){f' [{cause}]' if cause else ''}")
+    return NotMigrated(detail=f"{at}, this code expects {expected}; the migrations come first, then this code's "
+                              f"procedures{f' [{cause}]' if cause else ''}")

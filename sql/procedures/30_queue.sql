@@ -612,8 +612,8 @@ begin
     order by a.id for update;
     for v_item in select * from pgwallet.queue_items i where i.id = any(v_ids) order by i.id loop
         if v_item.performer_id <> p_performer_id then
-            perform pgwallet.raise_error('INVALID_REQUEST', pg_catalog.format('queue item %s is not in the queue of '
-                                         'performer %s', v_item.id, p_performer_id), 'item_ids');
+            perform pgwallet.raise_error('INVALID_REQUEST', pg_catalog.format('item_ids: queue item %s is not in the '
+                                         'queue of performer %s', v_item.id, p_performer_id), 'item_ids');
         end if;
         if v_item.status not in ('CREATED', 'STARTED') then
             perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
