@@ -348,14 +348,25 @@ as $$
     select pg_catalog.pg_advisory_xact_lock_shared(1885828980, pg_catalog.hashtext('payout_jobs/' || p_job_id))
 $$;
 
--- take_payout_job: the job's gate alone, for cancel and retry: they wait for the batches in flight, and
--- later batches wait for them. Locks: the gate, exclusive. Raises nothing.
+-- take_payout_job: the job's gate alone, then its row, for retry, cancel, pause and resume: they wait for the
+-- batches in flight, and later batches wait for them. Locks: the gate, exclusive, then the job row.
+-- Raises: PAYOUT_JOB_NOT_FOUND.
+drop function if exists pgwallet.take_payout_job(bigint);  -- it returned void before it returned the job
 create or replace function pgwallet.take_payout_job(p_job_id bigint)
-returns void
-language sql
+returns pgwallet.payout_jobs
+language plpgsql
 set search_path = pgwallet, pg_temp
 as $$
-    select pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext('payout_jobs/' || p_job_id))
+declare
+    v_job pgwallet.payout_jobs;
+begin
+    perform pg_catalog.pg_advisory_xact_lock(1885828980, pg_catalog.hashtext('payout_jobs/' || p_job_id));
+    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
+    if not found then
+        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
+    end if;
+    return v_job;
+end
 $$;
 
 -- process_payout_batch: pays up to p_batch_size pending entries of job p_job_id in one transaction,
@@ -505,11 +516,7 @@ declare
     v_job   pgwallet.payout_jobs;
     v_count integer;
 begin
-    perform pgwallet.take_payout_job(p_job_id);
-    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
-    if not found then
-        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
-    end if;
+    v_job := pgwallet.take_payout_job(p_job_id);
     if v_job.status in ('completed', 'cancelled') then
         perform pgwallet.raise_error('INVALID_STATE_TRANSITION',
             pg_catalog.format('payout job %s is %s: nothing to retry', p_job_id, v_job.status), 'job_id');
@@ -547,11 +554,7 @@ as $$
 declare
     v_job pgwallet.payout_jobs;
 begin
-    perform pgwallet.take_payout_job(p_job_id);
-    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
-    if not found then
-        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
-    end if;
+    v_job := pgwallet.take_payout_job(p_job_id);
     if v_job.status = 'paused' then
         return pgwallet.payout_job_json(v_job);
     end if;
@@ -580,11 +583,7 @@ as $$
 declare
     v_job pgwallet.payout_jobs;
 begin
-    perform pgwallet.take_payout_job(p_job_id);
-    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
-    if not found then
-        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
-    end if;
+    v_job := pgwallet.take_payout_job(p_job_id);
     if v_job.status in ('queued', 'running') then
         return pgwallet.payout_job_json(v_job);
     end if;
@@ -596,7 +595,6 @@ begin
     set status = case when j.started_at is null then 'queued' else 'running' end, paused_at = null
     where j.id = p_job_id
     returning * into v_job;
-    v_job := pgwallet.finish_payout_job(v_job);
     perform pg_catalog.pg_notify('pgwallet_payouts', p_job_id::text);
     perform pg_catalog.pg_notify('pgwallet_payout_progress', p_job_id::text);
     return pgwallet.payout_job_json(v_job);
@@ -618,11 +616,7 @@ declare
     v_pending   integer;
     v_failed    integer;
 begin
-    perform pgwallet.take_payout_job(p_job_id);
-    select * into v_job from pgwallet.payout_jobs j where j.id = p_job_id for update;
-    if not found then
-        perform pgwallet.raise_error('PAYOUT_JOB_NOT_FOUND', pg_catalog.format('payout job %s', p_job_id), 'job_id');
-    end if;
+    v_job := pgwallet.take_payout_job(p_job_id);
     if v_job.status = 'cancelled' then
         return pgwallet.payout_job_json(v_job) || jsonb_build_object('cancelled', 0);
     end if;
