@@ -430,6 +430,20 @@ begin
 end
 $$;
 
+-- lock_accounts: the ordinary accounts among p_account_ids FOR UPDATE, by ascending id, as post_legs takes
+-- them (a collector is not locked: post_legs takes one of its slots). For a domain that moves money between
+-- several of them in one transaction and must hold them all before the first move. Internal.
+-- Locks: those accounts. Raises nothing.
+create or replace function pgwallet.lock_accounts(p_account_ids bigint[])
+returns void
+language plpgsql
+set search_path = pgwallet, pg_temp
+as $$
+begin
+    perform 1 from pgwallet.accounts a where a.id = any (p_account_ids) and not a.collector order by a.id for update;
+end
+$$;
+
 -- post_legs: posts the legs (p_debits[i] -> p_credits[i], p_amounts[i]) of one operation, atomically,
 -- with an entry per side that keeps previous/new balance and version; returns the transfer ids and
 -- the currency of each leg. With p_hold_id, leg 1 settles that hold and p_held_release leaves the

@@ -604,12 +604,10 @@ begin
     end if;
     -- every account the batch moves money between, by ascending id, before any moves: two batches (or a
     -- batch and single completions) whose items share users then never wait for each other in a cycle
-    perform 1 from pgwallet.accounts a
-    where a.id in (select x.user_id from pgwallet.queue_items x where x.id = any(v_ids)
-                   union select x.fee_account_id from pgwallet.queue_items x where x.id = any(v_ids)
-                   union select p_performer_id)
-      and not a.collector
-    order by a.id for update;
+    perform pgwallet.lock_accounts(array(select x.user_id from pgwallet.queue_items x where x.id = any (v_ids)
+                                         union select x.fee_account_id from pgwallet.queue_items x
+                                         where x.id = any (v_ids)
+                                         union select p_performer_id));
     for v_item in select * from pgwallet.queue_items i where i.id = any(v_ids) order by i.id loop
         if v_item.performer_id <> p_performer_id then
             perform pgwallet.raise_error('INVALID_REQUEST', pg_catalog.format('item_ids: queue item %s is not in the '
