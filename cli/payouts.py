@@ -112,6 +112,12 @@ def describe_job(job: PayoutJob, exponent: int) -> str:
     return text + (" (replayed)" if job.replayed else "")
 
 
+def show_job(app: AppContext, job: PayoutJob, as_json: bool, headline: str | None = None) -> None:
+    """The job as JSON, or described in the pool's currency (after a headline, when given)."""
+    text = describe_job(job, app.client.get_account(job.pool_account_id).exponent)
+    emit(job, as_json, f"{headline}\n{text}" if headline else text)
+
+
 class Progress:
     """One progress bar per job on a terminal; otherwise a plain line per batch (at most one a second
     per job, and always the last one)."""
@@ -247,8 +253,7 @@ def payouts_status(app: AppContext, job_id: int, watch: bool, interval: float, a
         while not job.finished:
             time.sleep(interval)
             job = app.client.get_payout_job_status(job_id)
-    exponent = app.client.get_account(job.pool_account_id).exponent
-    emit(job, as_json, describe_job(job, exponent))
+    show_job(app, job, as_json)
 
 
 @payouts.command("retry")
@@ -258,8 +263,7 @@ def payouts_status(app: AppContext, job_id: int, watch: bool, interval: float, a
 def payouts_retry(app: AppContext, job_id: int, as_json: bool) -> None:
     """Make the failed entries of JOB_ID pending again (after unfreezing the winners, say)."""
     job = app.client.retry_failed_payout_entries(job_id)
-    exponent = app.client.get_account(job.pool_account_id).exponent
-    emit(job, as_json, f"{job.retried:,} entries to pay again\n{describe_job(job, exponent)}")
+    show_job(app, job, as_json, f"{job.retried:,} entries to pay again")
 
 
 @payouts.command("pause")
@@ -269,8 +273,7 @@ def payouts_retry(app: AppContext, job_id: int, as_json: bool) -> None:
 def payouts_pause(app: AppContext, job_id: int, as_json: bool) -> None:
     """Pause JOB_ID: workers stop paying it (after the batches in flight); `payouts resume` goes on."""
     job = app.client.pause_payout_job(job_id)
-    exponent = app.client.get_account(job.pool_account_id).exponent
-    emit(job, as_json, describe_job(job, exponent))
+    show_job(app, job, as_json)
 
 
 @payouts.command("resume")
@@ -280,8 +283,7 @@ def payouts_pause(app: AppContext, job_id: int, as_json: bool) -> None:
 def payouts_resume(app: AppContext, job_id: int, as_json: bool) -> None:
     """Resume a paused JOB_ID: the workers pay its pending entries again."""
     job = app.client.resume_payout_job(job_id)
-    exponent = app.client.get_account(job.pool_account_id).exponent
-    emit(job, as_json, describe_job(job, exponent))
+    show_job(app, job, as_json)
 
 
 @payouts.command("cancel")
@@ -293,8 +295,7 @@ def payouts_cancel(app: AppContext, job_id: int, yes: bool, as_json: bool) -> No
     """Cancel JOB_ID: its pending and failed entries are cancelled, their money released in the pool."""
     confirm(f"Cancel payout job {job_id}?", yes)
     job = app.client.cancel_payout_job(job_id)
-    exponent = app.client.get_account(job.pool_account_id).exponent
-    emit(job, as_json, f"{job.cancelled:,} entries cancelled\n{describe_job(job, exponent)}")
+    show_job(app, job, as_json, f"{job.cancelled:,} entries cancelled")
 
 
 @payouts.command("work")
