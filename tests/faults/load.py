@@ -224,8 +224,10 @@ def settle(url: str, load: MixedLoad) -> Figures:
         figures.lost += len(transfer_ids) - (int(row[0]) if row else 0)
         orders = [c.result.order_id for c in done if c.kind == "bar_order"]
         row = conn.execute("select count(*) from pgwallet.bar_orders where id = any(%s)", (orders,)).fetchone()
-        figures.lost += len(orders) - (int(row[0]) if row else 0)
+        present = int(row[0]) if row else 0
+        figures.lost += len(orders) - present
         row = conn.execute("select count(*) from pgwallet.bar_orders where client_request_id like %s",
                            (f"{load.tag}-%",)).fetchone()
-        figures.duplicated += (int(row[0]) if row else 0) - len(orders)
+        # rows beyond the acknowledged ones that are there (a lost order is counted as lost, not as -1 duplicate)
+        figures.duplicated += (int(row[0]) if row else 0) - present
     return figures
